@@ -1,0 +1,19 @@
+"""Additive noise: the β·N term of eq. (1), N ~ N(0, 1) per pixel and channel, on the [0, 1] scale."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def per_sample_keys(key: jax.Array, n: int, sample_ids=None) -> jax.Array:
+    """One key per sample, ``fold_in(key, sample_id)``: a sample's randomness never depends on its batch."""
+    ids = jnp.arange(n) if sample_ids is None else jnp.asarray(sample_ids)
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(ids)
+
+
+def gaussian_noise(key: jax.Array, x: jax.Array, sigma, sample_ids=None) -> jax.Array:
+    """``x + σ·N`` for an NHWC batch (σ may be traced), without clipping."""
+    keys = per_sample_keys(key, x.shape[0], sample_ids)
+    noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(keys)
+    return x + jnp.asarray(sigma, x.dtype) * noise

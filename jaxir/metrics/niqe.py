@@ -1,0 +1,183 @@
+"""NIQE, the Natural Image Quality Evaluator, as in the official MATLAB release.
+
+Mittal, Soundararajan & Bovik, "Making a 'Completely Blind' Image Quality Analyzer", IEEE SPL 2013;
+``computequality.m`` of niqe_release.zip, step by step:
+
+1. ``rgb2gray`` of the uint8 image (:func:`jaxir.metrics.color.rgb_to_gray_uint8`), then ``double``;
+   crop to whole 96×96 blocks (bottom/right).
+2. At two scales (full, then ``imresize(im, 0.5)``, MATLAB bicubic with antialiasing):
+   MSCN coefficients ``(im − μ) / (σ + 1)`` with μ, σ from a 7×7 Gaussian (σ = 7/6), replicate border (eq. 1).
+3. Per block (96 px at scale 1, 48 px at scale 2): AGGD fit of the coefficients (α, (βl + βr)/2) and of the
+   products with the four neighbours (circular shift within the block) (α, η, βl, βr) — 18 features,
+   moment matching over the grid α ∈ 0.2:0.001:10 (eqs. 7–8).
+4. μ = ``nanmean`` over blocks, Σ = ``nancov`` (rows with any NaN dropped); the score is
+   ``sqrt((μp − μ)ᵀ pinv((Σp + Σ)/2) (μp − μ))`` (eq. 10) with the released pristine model.
+
+Flat regions, as MATLAB treats them: a block without negative (or positive) values has an undefined
+one-sided deviation (``mean([])`` = NaN); MATLAB's ``min`` over an all-NaN array returns its first index, so
+α = 0.2, and the NaN entries are dropped by ``nanmean``/``nancov``. In exact arithmetic, flat (and symmetric) neighbourhoods give
+MSCN coefficients of exactly 0; in floating point they come out as ±1e-13 noise whose sign flips the pixel
+between the two sides of the AGGD fit. Everything here runs in float64 and differences below 1e-9 grey
+levels are set to 0, so the score is the exact-arithmetic one; float32 implementations (pyiqa, BasicSR's
+resize), or ones on the 16..235 Y channel (where black becomes 16), drift on such images. ``pinv`` uses MATLAB's tolerance ``max(size)·eps·‖A‖₂``.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy.special import gamma as gamma_fn
+
+from jaxir.degradations.resize import matlab_contributions
+from jaxir.metrics.color import rgb_to_gray_uint8
+from jaxir.validation import as_rgb_batch, require_min_size
+
+BLOCK = 96
+FEATURES_PER_SCALE = 18
+SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # circshift offsets of computefeature.m
+ZERO_TOLERANCE = 1e-9  # grey levels (0..255): |im − μ| below this is round-off of an exact zero
+
+
+@functools.cache
+def pristine_model() -> tuple[np.ndarray, np.ndarray]:
+    """(μp (36,), Σp (36, 36)) of the official release (see NIQE_MODEL_NOTICE.md)."""
+    with resources.files("jaxir.metrics").joinpath("niqe_pristine_model.npz").open("rb") as f:
+        data = np.load(f)
+        return data["mu"].astype(np.float64), data["cov"].astype(np.float64)
+
+
+@functools.cache
+def _aggd_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The α grid 0.2:0.001:10, ρ(α) = Γ(2/α)² / (Γ(1/α) Γ(3/α)), and the per-α constants of eqs. 7–8."""
+    alpha = np.round(0.2 + 0.001 * np.arange(9801), 10)
+    rho = gamma_fn(2 / alpha) ** 2 / (gamma_fn(1 / alpha) * gamma_fn(3 / alpha))
+    beta_scale = np.sqrt(gamma_fn(1 / alpha) / gamma_fn(3 / alpha))
+    mean_scale = gamma_fn(2 / alpha) / gamma_fn(1 / alpha)
+    return alpha, rho, beta_scale, mean_scale
+
+
+@functools.cache
+def gaussian_window_1d() -> np.ndarray:
+    """1-D factor of ``fspecial('gaussian', 7, 7/6)`` normalised (the 2-D window is its outer product)."""
+    x = np.arange(-3, 4, dtype=np.float64)
+    g = np.exp(-(x**2) / (2 * (7 / 6) ** 2))
+    return g / g.sum()
+
+
+def _filter_replicate(im):
+    """``imfilter(im, window, 'replicate')`` with the separable NIQE window, for (N, H, W)."""
+    g = gaussian_window_1d()
+    p = jnp.pad(im, ((0, 0), (3, 3), (3, 3)), mode="edge")
+    h, w = im.shape[1], im.shape[2]
+    rows = sum(g[i] * p[:, i:i + h, :] for i in range(7))
+    return sum(g[j] * rows[:, :, j:j + w] for j in range(7))
+
+
+def _mscn(im):
+    """Mean-subtracted contrast-normalised coefficients ``(im − μ)/(σ + 1)`` (eq. 1 of the paper).
+
+    ``im − μ`` below :data:`ZERO_TOLERANCE` grey levels is set to exactly 0: on 8-bit inputs such values are
+    the round-off of an exactly-zero difference (a flat or symmetric neighbourhood), and its sign would
+    otherwise decide which side of the AGGD fit the pixel joins.
+    """
+    mu = _filter_replicate(im)
+    sigma = jnp.sqrt(jnp.abs(_filter_replicate(im * im) - mu * mu))
+    centred = im - mu
+    return jnp.where(jnp.abs(centred) < ZERO_TOLERANCE, 0.0, centred) / (sigma + 1.0)
+
+
+def _halve(im):
+    """``imresize(im, 0.5)`` (MATLAB bicubic, antialiased) of (N, H, W), exact on constant neighbourhoods:
+    each output is its heaviest tap plus the weighted differences to it."""
+    for axis in (1, 2):
+        src, w = matlab_contributions(im.shape[axis], im.shape[axis] // 2, 0.5)
+        centre = jnp.take(im, jnp.asarray(src[np.arange(len(src)), np.argmax(w, axis=1)]), axis=axis)
+        moved = jnp.moveaxis(im, axis, -1)
+        diffs = moved[..., jnp.asarray(src)] - jnp.moveaxis(centre, axis, -1)[..., None]
+        im = jnp.moveaxis(jnp.moveaxis(centre, axis, -1) + jnp.sum(diffs * jnp.asarray(w), axis=-1), -1, axis)
+    return im
+
+
+def _aggd(v):
+    """``estimateaggdparam.m`` over the last axis: (α, βl, βr); NaN where a side is empty, as in MATLAB."""
+    alpha_grid, rho, beta_scale, _ = (jnp.asarray(t) for t in _aggd_tables())
+    neg, pos = v < 0, v > 0
+    left = jnp.sqrt(jnp.sum(jnp.where(neg, v * v, 0.0), -1) / jnp.sum(neg, -1))   # 0/0 → NaN like mean([])
+    right = jnp.sqrt(jnp.sum(jnp.where(pos, v * v, 0.0), -1) / jnp.sum(pos, -1))
+    gammahat = left / right
+    rhat = jnp.mean(jnp.abs(v), -1) ** 2 / jnp.mean(v * v, -1)
+    rhatnorm = rhat * (gammahat**3 + 1) * (gammahat + 1) / (gammahat**2 + 1) ** 2
+    err = (rho - rhatnorm[..., None]) ** 2
+    # MATLAB min: NaNs ignored; all-NaN → first index. rho is finite, so err is all-NaN or NaN-free.
+    idx = jnp.argmin(jnp.where(jnp.isnan(err), jnp.inf, err), axis=-1)
+    return idx, left * beta_scale[idx], right * beta_scale[idx]
+
+
+def _block_features(blocks):
+    """``computefeature.m`` for blocks (..., b, b): 18 features per block."""
+    alpha_grid, _, _, mean_scale = (jnp.asarray(t) for t in _aggd_tables())
+    flat = blocks.reshape(blocks.shape[:-2] + (-1,))
+    idx, bl, br = _aggd(flat)
+    feats = [alpha_grid[idx], (bl + br) / 2]
+    for shift in SHIFTS:
+        pair = flat * jnp.roll(blocks, shift, axis=(-2, -1)).reshape(flat.shape)
+        idx, bl, br = _aggd(pair)
+        feats += [alpha_grid[idx], (br - bl) * mean_scale[idx], bl, br]
+    return jnp.stack(feats, axis=-1)
+
+
+def _features(gray):
+    """(N, blocks, 36) features of cropped grayscale images (N, H, W), H and W multiples of 96."""
+    n, h, w = gray.shape
+    nbh, nbw = h // BLOCK, w // BLOCK
+    per_scale = []
+    im = gray
+    for scale in (1, 2):
+        s = BLOCK // scale
+        structdis = _mscn(im)
+        blocks = structdis.reshape(n, nbh, s, nbw, s).transpose(0, 1, 3, 2, 4).reshape(n, nbh * nbw, s, s)
+        per_scale.append(_block_features(blocks))
+        if scale == 1:
+            im = _halve(im)
+    return jnp.concatenate(per_scale, axis=-1)
+
+
+def _mvg_distance(feats):
+    """Eq. 10 for one image's (blocks, 36) features, with MATLAB's nanmean/nancov/pinv semantics."""
+    mu_p, cov_p = (jnp.asarray(t) for t in pristine_model())
+    mu = jnp.nanmean(feats, axis=0)
+    complete = jnp.all(jnp.isfinite(feats), axis=1)
+    n_complete = jnp.sum(complete)
+    mu_c = jnp.sum(jnp.where(complete[:, None], feats, 0.0), 0) / n_complete
+    centred = jnp.where(complete[:, None], feats - mu_c, 0.0)
+    # MATLAB cov normalises by n − 1, and by n (→ zeros) for a single observation.
+    cov = centred.T @ centred / jnp.maximum(n_complete - 1, 1)
+    cov = jnp.where(n_complete > 0, cov, jnp.nan)
+    a = (cov_p + cov) / 2
+    inv = jnp.linalg.pinv(a, rtol=a.shape[0] * jnp.finfo(jnp.float64).eps)
+    d = mu_p - mu
+    return jnp.sqrt(d @ inv @ d)
+
+
+@jax.jit
+def _niqe(x):
+    gray = rgb_to_gray_uint8(x.astype(jnp.float64))
+    h, w = gray.shape[1], gray.shape[2]
+    gray = gray[:, : h - h % BLOCK, : w - w % BLOCK]
+    return jax.vmap(_mvg_distance)(_features(gray))
+
+
+def niqe(x):
+    """NIQE score (lower is better) of an RGB image HWC (→ scalar) or batch NHWC (→ one per image), in [0, 1].
+
+    Needs at least one 96×96 block. The score is NaN only when no block has any texture (a flat image).
+    """
+    with jax.enable_x64(True):
+        xb, batched = as_rgb_batch(x, "niqe")
+        require_min_size(xb, BLOCK, BLOCK, "NIQE (one 96x96 block)")
+        out = _niqe(xb)
+    return out if batched else out[0]
