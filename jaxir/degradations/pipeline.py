@@ -106,9 +106,12 @@ class Degradation:
         """Spatial size of the degraded image."""
         if self.scale == 1:
             return height, width
+        # the same float expression as the resize (size × (1/α)): h / α can round to the other side of an
+        # integer (33 / 1.1 = 29.999… but 33 × (1/1.1) = 30.0), and floor/ceil would then disagree
+        factor = 1.0 / self.scale
         if self.resize == "matlab":
-            return math.ceil(height / self.scale), math.ceil(width / self.scale)
-        return math.floor(height / self.scale), math.floor(width / self.scale)
+            return math.ceil(height * factor), math.ceil(width * factor)
+        return math.floor(height * factor), math.floor(width * factor)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,58 @@
+"""The study's markdown report: settings, the mean-metric table per level and restorer, and the plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jaxir.study.summary import level_order, mean_table, restorer_order
+
+REPORT_FILE = "report.md"
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "–" if value != value else f"{value:.{digits}f}"
+
+
+def write_report(out: Path, rows: list[dict], config_json: dict, unavailable: dict[str, str],
+                 plots: list[str]) -> Path:
+    levels = level_order(rows, [_label(d) for d in config_json["levels"]])
+    restorers = restorer_order(rows)
+    table = mean_table(rows)
+    images = sorted({r["image"] for r in rows})
+    lines = [
+        "# jaxir study: restoration quality versus degradation level", "",
+        f"Images ({len(images)}): {', '.join(images)}. Clean images are cropped to a multiple of "
+        f"{config_json['crop_multiple']} pixels. Seed {config_json['seed']}.", "",
+        "Metrics: PSNR (dB, ↑) and SSIM (↑) on the BT.601 Y channel of the 8-bit output with `crop_border` = scale "
+        "(BasicSR conventions); NIQE (↓) as the MATLAB release, on the 8-bit RGB output. "
+        "γ = (1 − β)/α is the information retention rate (eq. 12). Each entry is the mean over images.", "",
+        "| level | γ | " + " | ".join(f"{r} PSNR | {r} SSIM | {r} NIQE" for r in restorers) + " |",
+        "|---|---|" + "---|---|---|" * len(restorers),
+    ]
+    for level in levels:
+        cells = []
+        retention = next(v["retention"] for (lv, _), v in table.items() if lv == level)
+        for r in restorers:
+            v = table.get((level, r))
+            cells += ["n/a"] * 3 if v is None else [_fmt(v["psnr"], 2), _fmt(v["ssim"], 4), _fmt(v["niqe"], 3)]
+        lines.append(f"| {level} | {retention:.3g} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if unavailable:
+        lines += ["## Restorers not run", ""]
+        lines += [f"- **{name}**: {reason}" for name, reason in unavailable.items()]
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    lines += ["Per-image values: `results.csv`.", ""]
+    path = out / REPORT_FILE
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def _label(level: dict) -> str:
+    from jaxir.degradations.pipeline import Degradation
+
+    fields = dict(level)
+    if fields.get("blur_anisotropic") is not None:
+        fields["blur_anisotropic"] = tuple(fields["blur_anisotropic"])
+    return Degradation(**fields).label
