@@ -1,0 +1,81 @@
+"""Reading PyTorch checkpoints into flat ``{key: float32 ndarray}`` dicts.
+
+``.ckpt``/``.pth``/``.pt``/``.bin`` are read with ``torch.load(weights_only=True)``; ``.safetensors`` with
+safetensors' NumPy reader. Wrappers are unwrapped: ``state_dict`` (Lightning/LDM), ``params_ema`` (preferred)
+or ``params`` (BasicSR), ``model``/``module`` containers, and a ``module.`` prefix (DataParallel).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from checkpoints_conversion.errors import ConversionError
+
+TORCH_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin")
+WRAPPERS = ("state_dict", "params_ema", "params", "model", "module")
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _to_numpy(value) -> np.ndarray:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(torch.float32).numpy() if value.is_floating_point() else value.numpy()
+    return np.asarray(value)
+
+
+def _unwrap(obj, path: Path) -> dict:
+    for _ in range(3):  # e.g. {"state_dict": {...}} or {"params_ema": {...}, "params": {...}}
+        inner = next((obj[w] for w in WRAPPERS if isinstance(obj, dict) and isinstance(obj.get(w), dict)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, dict):
+        raise ConversionError(f"{path}: holds no state dict (found {type(obj).__name__})")
+    tensors = {k: v for k, v in obj.items() if hasattr(v, "shape")}
+    if not tensors:
+        raise ConversionError(f"{path}: holds no tensors")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A checkpoint file's tensors as float32 NumPy arrays (integer buffers kept as they are)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        try:
+            tensors = load_file(str(path))
+        except Exception as err:  # noqa: BLE001 - any parse failure means "not a safetensors file"
+            raise ConversionError(f"{path}: not a readable safetensors file ({type(err).__name__})") from None
+        return {k: (v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v) for k, v in tensors.items()}
+    if suffix not in TORCH_SUFFIXES:
+        raise ConversionError(f"{path}: unsupported checkpoint type {suffix!r}; expected .safetensors or "
+                              f"{', '.join(TORCH_SUFFIXES)}")
+    try:
+        import torch
+    except ImportError:
+        raise ConversionError("reading .ckpt/.pth files needs PyTorch: pip install 'jaxir[test]' "
+                              "or torch") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt, truncated or not a torch file
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0][:120]})") from None
+    return {k: _to_numpy(v) for k, v in _unwrap(obj, path).items()}
