@@ -1,0 +1,120 @@
+"""The jaxir checkpoint directory and the one loader for every model.
+
+A converted or trained model is a self-describing directory::
+
+    config.json      {"kind": <registered model kind>, "config": <the model's config as JSON>}
+    params/          the parameters, saved with orbax (StandardCheckpointer)
+    provenance.json  sources (path, sha256), converter and version, date, free-form notes
+
+``jaxir.load(path) -> (model, params)`` works for any registered kind; ``model`` is what the kind's builder
+returns (a flax Module, or a pipeline object exposing the study's operations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxir import __version__
+from jaxir.config_io import config_from_dict, config_to_dict
+from jaxir.errors import JaxirInputError
+
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+PROVENANCE_FILE = "provenance.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+    """How to rebuild a model: its config class, a builder config → model, and the parameter shapes."""
+
+    name: str
+    config_cls: type
+    build: Callable[[object], object]
+    param_shapes: Callable[[object], object]   # config → tree of ShapeDtypeStruct (jax.eval_shape)
+
+
+_KINDS: dict[str, ModelKind] = {}
+
+
+def register_kind(kind: ModelKind) -> ModelKind:
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def _kind(name: str) -> ModelKind:
+    if name not in _KINDS:
+        import jaxir.models  # noqa: F401  (registers the built-in kinds)
+    if name not in _KINDS:
+        raise JaxirInputError(f"unknown model kind {name!r}; known: {', '.join(sorted(_KINDS))}")
+    return _KINDS[name]
+
+
+def save(path: str | os.PathLike, kind: str, config, params, sources: dict[str, str] | None = None,
+         converter: str | None = None, notes: dict | None = None, dtype=None) -> Path:
+    """Write a checkpoint directory (``dtype`` e.g. ``jnp.bfloat16`` stores floats smaller; load casts back)."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    model_kind = _kind(kind)
+    if not isinstance(config, model_kind.config_cls):
+        raise JaxirInputError(f"config for kind {kind!r} must be {model_kind.config_cls.__name__}")
+    if path.exists() and any(path.iterdir()):
+        raise JaxirInputError(f"{path} exists and is not empty; choose a new output folder")
+    path.mkdir(parents=True, exist_ok=True)
+    if dtype is not None:
+        params = jax.tree.map(lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, params)
+    (path / CONFIG_FILE).write_text(json.dumps({"kind": kind, "config": config_to_dict(config)}, indent=2))
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(path / PARAMS_DIR, jax.tree.map(np.asarray, params))
+    checkpointer.wait_until_finished()
+    provenance = {"sources": sources or {}, "converter": converter, "jaxir_version": __version__,
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "storage_dtype": None if dtype is None else jnp.dtype(dtype).name, **(notes or {})}
+    (path / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2))
+    return path
+
+
+def read_config(path: str | os.PathLike):
+    """(kind name, config object) of a checkpoint directory."""
+    path = Path(path)
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        raise JaxirInputError(f"{path}: not a jaxir checkpoint (no {CONFIG_FILE}); convert the original weights "
+                              "with `python -m checkpoints_conversion`")
+    data = json.loads(config_file.read_text())
+    kind = _kind(data.get("kind", "?"))
+    return kind.name, config_from_dict(kind.config_cls, data["config"])
+
+
+def load(path: str | os.PathLike, dtype=jnp.float32):
+    """``(model, params)`` of any jaxir checkpoint directory; float parameters cast to ``dtype``."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    kind_name, config = read_config(path)
+    kind = _kind(kind_name)
+    shapes = kind.param_shapes(config)
+    stored = ocp.StandardCheckpointer().restore(path / PARAMS_DIR)
+    flat_want, tree = jax.tree.flatten_with_path(shapes)
+    flat_have = dict(jax.tree.flatten_with_path(stored)[0])
+    params = []
+    for key, want in flat_want:
+        if key not in flat_have:
+            raise JaxirInputError(f"{path}: parameter {jax.tree_util.keystr(key)} missing from the checkpoint")
+        have = flat_have[key]
+        if tuple(have.shape) != tuple(want.shape):
+            raise JaxirInputError(f"{path}: parameter {jax.tree_util.keystr(key)} has shape {tuple(have.shape)}, "
+                                  f"the config expects {tuple(want.shape)}")
+        params.append(jnp.asarray(have, dtype if jnp.issubdtype(want.dtype, jnp.floating) else want.dtype))
+    if len(flat_have) != len(flat_want):
+        raise JaxirInputError(f"{path}: holds {len(flat_have)} parameters, the config expects {len(flat_want)}")
+    return kind.build(config), jax.tree.unflatten(tree, params)
