@@ -99,7 +99,9 @@ class Degradation:
             return np.outer(g, g)
         if self.blur_anisotropic:
             sx, sy, th = self.blur_anisotropic
-            return np.asarray(anisotropic_gaussian_kernel(kernel_size_for_sigma(max(sx, sy)), sx, sy, th), np.float64)
+            with jax.ensure_compile_time_eval():  # a constant even when called under jit (see __call__)
+                k = anisotropic_gaussian_kernel(kernel_size_for_sigma(max(sx, sy)), sx, sy, th)
+            return np.asarray(k, np.float64)
         return None
 
     def lq_size(self, height: int, width: int) -> tuple[int, int]:

@@ -133,11 +133,7 @@ def resize_torch(x: jax.Array, scale: float | None = None, size: tuple[int, int]
     h, w = x.shape[-3], x.shape[-2]
     if (scale is None) == (size is None):
         raise JaxirInputError("resize_torch: give exactly one of scale and size")
-    if scale is not None:
-        out_h, out_w = math.floor(h * scale), math.floor(w * scale)
-        rh = rw = 1.0 / scale
-    else:
-        out_h, out_w = size
-        rh, rw = h / out_h, w / out_w
-    _check_size(h, w, out_h, out_w)
+    out_h, out_w = (math.floor(h * scale), math.floor(w * scale)) if scale is not None else size
+    _check_size(h, w, out_h, out_w)  # before the ratios below, which divide by the output size
+    rh, rw = (1.0 / scale, 1.0 / scale) if scale is not None else (h / out_h, w / out_w)
     return apply_separable(x, torch_weights(h, out_h, mode, rh), torch_weights(w, out_w, mode, rw))
