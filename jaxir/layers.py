@@ -50,10 +50,11 @@ def gelu_exact(x):
     return jax.nn.gelu(x, approximate=False)
 
 
-def attention(q, k, v, heads: int):
-    """Scaled dot-product attention over (B, T, heads·d) projections, via ``jax.nn.dot_product_attention``."""
+def attention(q, k, v, heads: int, causal: bool = False):
+    """Scaled dot-product attention over (B, T, heads·d) projections, via ``jax.nn.dot_product_attention``;
+    ``causal`` lets query i see keys j ≤ i only (CLIP's text mask, ``triu(-inf, 1)``)."""
     b, tq, c = q.shape
     d = c // heads
     split = lambda z: z.reshape(z.shape[0], z.shape[1], heads, d)  # noqa: E731
-    out = jax.nn.dot_product_attention(split(q), split(k), split(v))
+    out = jax.nn.dot_product_attention(split(q), split(k), split(v), is_causal=causal)
     return out.reshape(b, tq, c)
