@@ -65,10 +65,10 @@ def apply_rules(source: Mapping[str, np.ndarray], rules: Iterable[Rule], target_
                 break
         else:
             if not any(p.fullmatch(key) for p in ignore):
-                unused.append(key)
+                unused.append(f"{key} {tuple(np.shape(value))}")
             continue
         if path not in flat_target:
-            unused.append(f"{key} (→ {path}, no such parameter)")
+            unused.append(f"{key} {tuple(np.shape(value))} (→ {path}, no such parameter)")
             continue
         want = flat_target[path]
         value = np.asarray(value)
@@ -86,7 +86,7 @@ def apply_rules(source: Mapping[str, np.ndarray], rules: Iterable[Rule], target_
         problems.append(f"unused source tensors: {_summarise(unused)}")
     missing = set(flat_target) - set(filled)
     if missing:
-        problems.append(f"parameters not filled: {_summarise(missing)}")
+        problems.append(f"parameters not filled: {_summarise(f'{m} {tuple(flat_target[m].shape)}' for m in missing)}")
     if twice:
         problems.append(f"parameters filled twice: {_summarise(twice)}")
     if problems:

@@ -241,7 +241,7 @@ def test_transformers_5_unprefixed_state():
     (lambda s: s.update({"cond_stage_model.model.transformer.resblocks.0.attn.extra": np.zeros(3)}),
      r"unused source tensors: transformer\.resblocks\.0\.attn\.extra"),
     (lambda s: s.update({"cond_stage_model.model.transformer.resblocks.3.ln_1.weight": np.zeros(64)}),
-     r"resblocks\.3\.ln_1\.weight \(→ transformer/resblocks_3/ln_1/scale, no such parameter\)"),
+     r"resblocks\.3\.ln_1\.weight \(64,\) \(→ transformer/resblocks_3/ln_1/scale, no such parameter\)"),
     (lambda s: s.update({"cond_stage_model.model.positional_embedding": np.zeros((76, 64), np.float32)}),
      r"shape mismatch: positional_embedding \(76, 64\) → positional_embedding \(77, 64\)"),
 ])
