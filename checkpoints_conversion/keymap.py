@@ -15,7 +15,6 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping
 
-import jax
 import numpy as np
 from flax import traverse_util
 
@@ -92,12 +91,6 @@ def apply_rules(source: Mapping[str, np.ndarray], rules: Iterable[Rule], target_
     if problems:
         raise ConversionError(f"{what}: " + "; ".join(problems))
     return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in filled.items()})
-
-
-def target_shapes(module, *example_args, **example_kwargs):
-    """The parameter tree of ``module`` as ShapeDtypeStructs, via ``jax.eval_shape`` (no initialisation)."""
-    variables = jax.eval_shape(lambda: module.init(jax.random.key(0), *example_args, **example_kwargs))
-    return variables["params"]
 
 
 def strip_prefix(state: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:

@@ -1,5 +1,6 @@
 """Reading PyTorch checkpoints into flat ``{key: float32 ndarray}`` dicts.
 
+A folder saved by diffusers/transformers (``save_pretrained``) is read through its weights file.
 ``.ckpt``/``.pth``/``.pt``/``.bin`` are read with ``torch.load(weights_only=True)``; ``.safetensors`` with
 safetensors' NumPy reader. Wrappers are unwrapped: ``state_dict`` (Lightning/LDM), ``params_ema`` (preferred)
 or ``params`` (BasicSR), ``model``/``module`` containers, and a ``module.`` prefix (DataParallel).
@@ -17,6 +18,8 @@ from checkpoints_conversion.errors import ConversionError
 
 TORCH_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin")
 WRAPPERS = ("state_dict", "params_ema", "params", "model", "module")
+DIRECTORY_WEIGHTS = ("diffusion_pytorch_model.safetensors", "model.safetensors", "diffusion_pytorch_model.bin",
+                     "pytorch_model.bin")
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -54,6 +57,11 @@ def _unwrap(obj, path: Path) -> dict:
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A checkpoint file's tensors as float32 NumPy arrays (integer buffers kept as they are)."""
     path = Path(path)
+    if path.is_dir():  # a diffusers/transformers model folder
+        found = [path / n for n in DIRECTORY_WEIGHTS if (path / n).is_file()]
+        if not found:
+            raise ConversionError(f"{path}: folder holds none of {', '.join(DIRECTORY_WEIGHTS)}")
+        path = found[0]
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
     suffix = path.suffix.lower()

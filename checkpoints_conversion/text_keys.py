@@ -26,12 +26,11 @@ import dataclasses
 import re
 from collections.abc import Mapping
 
-import jax.numpy as jnp
 import numpy as np
 
 from checkpoints_conversion.errors import ConversionError
-from checkpoints_conversion.keymap import Rule, apply_rules, strip_prefix, target_shapes
-from jaxir.models.text import TextEncoderConfig, TextTransformer
+from checkpoints_conversion.keymap import Rule, apply_rules, strip_prefix
+from jaxir.models.text import TextEncoderConfig, param_shapes
 
 TEXT_MODEL = r"(?:text_model\.)?"   # transformers ≤ 4 saves CLIPTextModel under text_model., 5 without it
 OPEN_CLIP_BLOCK = {
@@ -155,5 +154,4 @@ def convert_text_encoder(state: Mapping[str, np.ndarray], config: TextEncoderCon
         source = fuse_qkv(source)
     source = {k: v for k, v in source.items()
               if not ((path := _target(k, style.rules)) and _unused_by_design(path, config))}
-    shapes = target_shapes(TextTransformer(config), jnp.zeros((1, config.context_length), jnp.int32))
-    return apply_rules(source, style.rules, shapes, ignore=style.ignore, what=f"text encoder ({layout})")
+    return apply_rules(source, style.rules, param_shapes(config), ignore=style.ignore, what=f"text encoder ({layout})")

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax.numpy as jnp
 import numpy as np
 
 from checkpoints_conversion.errors import ConversionError
-from checkpoints_conversion.keymap import Rule, apply_rules, target_shapes
-from jaxir.models.vae import AutoencoderKL, VAEConfig
+from checkpoints_conversion.keymap import Rule, apply_rules
+from jaxir.models.vae import VAEConfig, param_shapes
 
 LDM_IGNORED = (r"loss\..*", r"model_ema\..*")
 DIFFUSERS_IGNORED = ()
@@ -100,12 +99,6 @@ def diffusers_rules(config: VAEConfig) -> list[Rule]:
     ]
 
 
-def vae_shapes(config: VAEConfig):
-    """The parameter tree of :class:`AutoencoderKL` as ShapeDtypeStructs (nothing is initialised)."""
-    side = config.downsample_factor
-    return target_shapes(AutoencoderKL(config), jnp.zeros((1, side, side, config.in_channels), jnp.float32))
-
-
 def convert_vae(state_dict: Mapping[str, np.ndarray], config: VAEConfig, layout: str = "ldm") -> dict:
     """Flax parameters of ``AutoencoderKL(config)`` from a VAE state dict in the ``"ldm"`` or ``"diffusers"``
     layout (keys without any ``first_stage_model.``/``vae.`` prefix); strict: see ``keymap.apply_rules``."""
@@ -115,4 +108,4 @@ def convert_vae(state_dict: Mapping[str, np.ndarray], config: VAEConfig, layout:
         rules, ignore = diffusers_rules(config), DIFFUSERS_IGNORED
     else:
         raise ConversionError(f"unknown VAE layout {layout!r}; expected 'ldm' or 'diffusers'")
-    return apply_rules(state_dict, rules, vae_shapes(config), ignore=ignore, what=f"VAE ({layout} layout)")
+    return apply_rules(state_dict, rules, param_shapes(config), ignore=ignore, what=f"VAE ({layout} layout)")

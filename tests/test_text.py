@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from checkpoints_conversion.errors import ConversionError
-from checkpoints_conversion.keymap import target_shapes
 from checkpoints_conversion.text_keys import convert_text_encoder
 from jaxir.errors import JaxirInputError
 from jaxir.models import text
 from jaxir.models.text import TextEncoderConfig, TextTransformer
+from jaxir.models.text import param_shapes as text_param_shapes
 from jaxir.models.tokenizer import EOT, SOT, CLIPTokenizer, pre_tokenize, vocabulary
 
 DIFFBIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "diffbir"
@@ -277,7 +277,7 @@ def test_incomplete_qkv_is_reported():
 
 def test_presets_parameter_shapes():
     def shapes(config):
-        return target_shapes(TextTransformer(config), np.zeros((1, 77), np.int32))
+        return text_param_shapes(config)
 
     vit_h = shapes(text.openclip_vit_h())
     assert len(vit_h["transformer"]) == 23 and "text_projection" not in vit_h      # penultimate: 23 blocks run

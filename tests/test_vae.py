@@ -21,7 +21,8 @@ yaml = pytest.importorskip("yaml")
 from checkpoints_conversion.errors import ConversionError  # noqa: E402
 from checkpoints_conversion.keymap import strip_prefix  # noqa: E402
 from checkpoints_conversion.sources import read_state_dict  # noqa: E402
-from checkpoints_conversion.vae_keys import convert_vae, vae_shapes  # noqa: E402
+from checkpoints_conversion.vae_keys import convert_vae  # noqa: E402
+from jaxir.models.vae import param_shapes as vae_shapes  # noqa: E402
 from jaxir.errors import JaxirInputError  # noqa: E402
 from jaxir.models.vae import AutoencoderKL, VAEConfig  # noqa: E402
 

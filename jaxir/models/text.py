@@ -196,3 +196,9 @@ class TextTransformer(nn.Module):
                                     (cfg.width, cfg.projection_dim))
             pooled = pooled @ projection
         return hidden, pooled
+
+
+def param_shapes(config: TextEncoderConfig):
+    """The parameter tree of :class:`TextTransformer` as ShapeDtypeStructs (``jax.eval_shape``)."""
+    tokens = jax.ShapeDtypeStruct((1, config.context_length), jnp.int32)
+    return jax.eval_shape(lambda t: TextTransformer(config).init(jax.random.key(0), t), tokens)["params"]

@@ -259,3 +259,10 @@ class AutoencoderKL(nn.Module):
         """Reconstruction ``decode(encode_latent(x))`` of images in [0, 1], returned in [−1, 1] (LDM's
         ``forward(sample_posterior=False)``); also what ``init`` traces to create every parameter."""
         return self.decode(self.encode_latent(x))
+
+
+def param_shapes(config: VAEConfig):
+    """The parameter tree of :class:`AutoencoderKL` as ShapeDtypeStructs (``jax.eval_shape``, nothing allocated)."""
+    side = config.downsample_factor
+    x = jax.ShapeDtypeStruct((1, side, side, config.in_channels), jnp.float32)
+    return jax.eval_shape(lambda a: AutoencoderKL(config).init(jax.random.key(0), a), x)["params"]

@@ -1,0 +1,75 @@
+"""DiffBIR ControlLDM: a Stable Diffusion checkpoint (LDM layout) + a DiffBIR ControlNet state dict → one jaxir
+checkpoint of kind ``diffbir_cldm``.
+
+The SD file carries the UNet (``model.diffusion_model.``), the VAE (``first_stage_model.``) and the OpenCLIP text
+encoder (``cond_stage_model.``); its diffusion-schedule buffers and EMA copies are ignored on purpose (jaxir
+recomputes schedules). The ControlNet file is DiffBIR's release format (``v1_general.pth``, ``v2.pth``): the
+IRControlNet's tensors without prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from checkpoints_conversion.errors import ConversionError
+from checkpoints_conversion.keymap import strip_prefix
+from checkpoints_conversion.sources import read_state_dict
+from checkpoints_conversion.text_keys import convert_text_encoder
+from checkpoints_conversion.unet_keys import convert_controlnet, convert_unet
+from checkpoints_conversion.vae_keys import convert_vae
+from jaxir.models.cldm import ControlLDMConfig
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+TEXT_PREFIX = "cond_stage_model."
+# LatentDiffusion's registered buffers (betas, ᾱ, posterior coefficients, …) and EMA shadows.
+SD_IGNORED = (r"betas", r"alphas_cumprod(_prev)?", r"sqrt_(recip|recipm1|one_minus)?_?alphas_cumprod",
+              r"log_one_minus_alphas_cumprod", r"posterior_.*", r"lvlb_weights", r"logvar", r"model_ema\..*",
+              r"scale_factor")
+
+
+def load_config(path: str | Path | None) -> ControlLDMConfig:
+    """The architecture from DiffBIR's YAML (``configs/inference/cldm.yaml`` format), or the v2 preset."""
+    if path is None:
+        return ControlLDMConfig.diffbir_v2()
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConversionError(f"{path}: not a readable YAML config ({type(err).__name__})") from None
+    params = data.get("params", data) if isinstance(data, dict) else None
+    if not isinstance(params, dict):
+        raise ConversionError(f"{path}: not a DiffBIR ControlLDM config")
+    return ControlLDMConfig.from_diffbir_yaml(params)
+
+
+def _split_sd(state: dict, path) -> dict[str, dict]:
+    parts = {name: strip_prefix(state, prefix) for name, prefix in
+             (("unet", UNET_PREFIX), ("vae", VAE_PREFIX), ("text", TEXT_PREFIX))}
+    if not parts["unet"]:
+        prefixes = sorted({k.split(".")[0] for k in state})[:5]
+        raise ConversionError(f"{path}: not a Stable Diffusion checkpoint in the LDM layout (no {UNET_PREFIX}* "
+                              f"tensors; top-level names: {', '.join(prefixes)})")
+    for name in ("vae", "text"):
+        if not parts[name]:
+            raise ConversionError(f"{path}: has no {name} tensors ({VAE_PREFIX if name == 'vae' else TEXT_PREFIX}*)")
+    stray = [k for k in state if not k.startswith((UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX))
+             and not any(re.fullmatch(p, k) for p in SD_IGNORED)]
+    if stray:
+        raise ConversionError(f"{path}: unused source tensors: {', '.join(sorted(stray)[:6])}")
+    return parts
+
+
+def convert(sd_path, controlnet_path, config: ControlLDMConfig) -> dict:
+    """The ``ControlLDMNet`` parameter tree ``{unet, controlnet, vae, text}``."""
+    sd = read_state_dict(sd_path)
+    parts = _split_sd(sd, sd_path)
+    control = read_state_dict(controlnet_path)
+    if any(k.startswith(UNET_PREFIX) for k in control):
+        raise ConversionError(f"{controlnet_path}: this is a Stable Diffusion checkpoint, not a DiffBIR ControlNet")
+    return {"unet": convert_unet(parts["unet"], config.unet, "ldm"),
+            "controlnet": convert_controlnet(control, config.controlnet, "ldm"),
+            "vae": convert_vae(parts["vae"], config.vae, "ldm"),
+            "text": convert_text_encoder({TEXT_PREFIX + k: v for k, v in parts["text"].items()}, config.text, "sd2")}

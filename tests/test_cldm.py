@@ -1,0 +1,122 @@
+"""DiffBIR end to end: convert the fixture checkpoints with the CLI, load with jaxir.load, and reproduce every
+ControlLDM operation recorded from DiffBIR's own code (../shared/fixtures/diffbir, random tiny weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import jaxir
+from checkpoints_conversion.__main__ import main as convert_main
+from jaxir.models.cldm import CLDM
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "diffbir"
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="reference fixtures not present")
+
+
+def _rel(a, b) -> float:
+    return float(np.abs(np.asarray(a) - b).max() / np.abs(b).max())
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cldm") / "tiny"
+    assert convert_main(["diffbir", "--sd", str(FIXTURES / "sd_tiny.ckpt"),
+                         "--controlnet", str(FIXTURES / "controlnet_tiny.pth"),
+                         "--config", str(FIXTURES / "cldm_tiny.yaml"), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded(converted):
+    return jaxir.load(converted)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return dict(np.load(FIXTURES / "fixtures.npz"))
+
+
+def test_checkpoint_directory_is_self_describing(converted):
+    config = json.loads((converted / "config.json").read_text())
+    assert config["kind"] == "diffbir_cldm" and config["config"]["vae"]["scale_factor"] == pytest.approx(0.18215)
+    provenance = json.loads((converted / "provenance.json").read_text())
+    assert set(provenance["sources"]) == {"sd", "controlnet", "config"}
+    assert all(len(s["sha256"]) == 64 for s in provenance["sources"].values())
+
+
+def test_operations_match_diffbir(loaded, ref):
+    model, params = loaded
+    assert isinstance(model, CLDM)
+    with jax.default_matmul_precision("highest"):
+        c_txt = model.encode_text(params, ["", "a photo of an astronaut, high quality"])
+        c_img = model.encode_condition(params, ref["cond_img"])
+        decoded = model.decode(params, ref["decode_in"])
+        batch = ref["x_noisy"].shape[0]
+        cond_txt = np.repeat(np.asarray(c_txt)[1:2], batch, axis=0)
+        cond_img = np.repeat(ref["c_img"], batch, axis=0)
+        eps = model.denoise(params, ref["x_noisy"], ref["t"], cond_txt, cond_img)
+        eps05 = model.denoise(params, ref["x_noisy"], ref["t"], cond_txt, cond_img, control_scales=0.5)
+    np.testing.assert_array_equal(np.asarray(model.tokenize(["", "a photo of an astronaut, high quality"])),
+                                  ref["tokens"])
+    errors = {"c_txt": _rel(c_txt, ref["c_txt"]), "c_img": _rel(c_img, ref["c_img"]),
+              "decode": _rel(decoded, ref["decode_out"]), "eps": _rel(eps, ref["eps"]),
+              "eps_scale05": _rel(eps05, ref["eps_scale05"])}
+    assert max(errors.values()) < 1e-5, errors
+    assert _rel(eps, ref["eps_scale05"]) > 1e-3  # the control scale matters
+
+
+def test_bf16_storage_loads_close(tmp_path, ref):
+    out = tmp_path / "bf16"
+    assert convert_main(["diffbir", "--sd", str(FIXTURES / "sd_tiny.ckpt"), "--controlnet",
+                         str(FIXTURES / "controlnet_tiny.pth"), "--config", str(FIXTURES / "cldm_tiny.yaml"),
+                         "--out", str(out), "--bf16"]) == 0
+    model, params = jaxir.load(out)
+    assert all(p.dtype == np.float32 for p in jax.tree.leaves(params))
+    c_img = model.encode_condition(params, ref["cond_img"])
+    assert 1e-6 < _rel(c_img, ref["c_img"]) < 5e-2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--sd", "controlnet_tiny.pth", "--controlnet", "controlnet_tiny.pth"], "not a Stable Diffusion checkpoint"),
+    (["--sd", "sd_tiny.ckpt", "--controlnet", "sd_tiny.ckpt"], "not a DiffBIR ControlNet"),
+    (["--sd", "cldm_tiny.yaml", "--controlnet", "controlnet_tiny.pth"], "unsupported checkpoint type"),
+    (["--sd", "sd_tiny.ckpt", "--controlnet", "controlnet_tiny.pth"], "shape mismatch"),  # v2 sizes ≠ tiny files
+])
+def test_wrong_files_give_one_line_errors(tmp_path, capsys, args, message):
+    argv = ["diffbir"] + [a if a.startswith("--") else str(FIXTURES / a) for a in args] + ["--out", str(tmp_path / "o")]
+    assert convert_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_corrupt_checkpoint_file(tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a pickle at all")
+    assert convert_main(["vae", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "not a readable PyTorch checkpoint" in capsys.readouterr().err
+
+
+def test_load_rejects_non_checkpoint(tmp_path):
+    with pytest.raises(jaxir.errors.JaxirInputError, match="not a jaxir checkpoint"):
+        jaxir.load(tmp_path)
+
+
+def test_diffusers_folder_converts_like_its_state_dict(tmp_path):
+    import torch
+    from diffusers import AutoencoderKL
+
+    from checkpoints_conversion.sources import read_state_dict
+
+    torch.manual_seed(0)
+    model = AutoencoderKL(block_out_channels=(32,), down_block_types=("DownEncoderBlock2D",),
+                          up_block_types=("UpDecoderBlock2D",), latent_channels=4, norm_num_groups=32)
+    model.save_pretrained(tmp_path / "vae")
+    state = read_state_dict(tmp_path / "vae")
+    reference = {k: v.numpy() for k, v in model.state_dict().items()}
+    assert state.keys() == reference.keys()
+    assert all(np.array_equal(state[k], reference[k]) for k in state)
