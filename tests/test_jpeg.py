@@ -16,6 +16,8 @@ from jaxir.errors import JaxirInputError
 
 torch = pytest.importorskip("torch")
 
+_JPEG = jax.jit(jpeg)
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _highest_precision():
@@ -68,13 +70,13 @@ def _near_tie_mask(diffjpeg, x, quality, margin=1e-4):
     return mask[:, :h, :w]
 
 
-@pytest.mark.parametrize("quality", [(10, 95), (30, 47.5), (50, 75), (95, 61.3)])
+@pytest.mark.parametrize("quality", [(10.0, 95.0), (30.0, 47.5), (75.0, 61.3)])
 def test_matches_basicsr_diffjpeg(diffjpeg, quality):
     x = _photos()
     with torch.no_grad():
-        ref = diffjpeg.DiffJPEG(differentiable=False)(_torch_nchw(x), quality=torch.tensor(quality, dtype=torch.float32))
+        ref = diffjpeg.DiffJPEG(differentiable=False)(_torch_nchw(x), quality=torch.tensor(quality))
     ref = ref.numpy().transpose(0, 2, 3, 1)
-    out = np.asarray(jax.jit(jpeg)(x, jnp.asarray(quality)))
+    out = np.asarray(_JPEG(x, jnp.asarray(quality, jnp.float32)))
     err = np.abs(out - ref).max(axis=-1)
     ties = _near_tie_mask(diffjpeg, x, quality)
     assert ties.mean() < 0.03
@@ -100,7 +102,7 @@ def test_close_to_libjpeg():
     u8 = data.chelsea()  # 300×451: not a multiple of 16
     x = u8.astype(np.float32) / 255.0
     qualities = [10, 30, 50, 75, 95]
-    outs = np.asarray(jax.jit(jpeg)(np.stack([x] * len(qualities)), jnp.asarray(qualities)))
+    outs = np.asarray(_JPEG(np.stack([x] * len(qualities)), jnp.asarray(qualities)))  # int qualities
 
     def psnr(a, b):
         return -10 * np.log10(np.mean((a - b) ** 2))
@@ -133,10 +135,9 @@ def test_quality_is_traced_without_recompiling():
 def test_deterministic_and_batch_independent():
     x = _photos()
     q = jnp.asarray([40.0, 80.0])
-    compiled = jax.jit(jpeg)
-    a, b = np.asarray(compiled(x, q)), np.asarray(compiled(x, q))
+    a, b = np.asarray(_JPEG(x, q)), np.asarray(_JPEG(x, q))
     np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(np.asarray(compiled(x[1], 80.0)), a[1], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(_JPEG(x[1], 80.0)), a[1], atol=1e-6)
 
 
 def test_differentiable():

@@ -18,7 +18,8 @@ intermediate image lives in the top-left corner of a fixed canvas sized for the 
 operation reads only the drawn (traced) valid region: resize weight matrices are built from the traced sizes,
 reflection padding indexes the valid region, JPEG sees zeros outside it (exactly DiffJPEG's zero padding to a
 multiple of 16, the blocks being aligned at the origin), Poisson noise counts grey levels inside it. The
-result is the official computation at the drawn sizes, to float32 rounding; nothing is bucketed.
+result is the official computation at the drawn sizes, to float32 rounding; nothing is bucketed. The two
+orders are one ``lax.scan`` step applied with each order's settings, so they are traced and compiled once.
 
 Deviations from the official code:
 
@@ -43,6 +44,7 @@ import numpy as np
 from jaxir.degradations.blur import blur_2d
 from jaxir.degradations.jpeg import jpeg
 from jaxir.degradations.kernels import anisotropic_gaussian_kernel, generalized_gaussian_kernel, plateau_kernel
+from jaxir.degradations.noise import per_sample_keys
 from jaxir.degradations.resize import apply_separable
 from jaxir.errors import JaxirInputError
 
@@ -110,30 +112,32 @@ class RealESRGANConfig:
             raise JaxirInputError(f"scale must be a positive integer, got {self.scale}")
 
 
-@dataclasses.dataclass(frozen=True)
-class _Stage:
-    """One degradation order's settings, gathered from :class:`RealESRGANConfig`."""
+def _stage_params(c: RealESRGANConfig, h: int, w: int, max_sizes) -> dict[str, jax.Array]:
+    """Both degradation orders' settings as arrays with a leading axis of 2 (first, second), to be scanned over.
 
-    kernel_prob: tuple[float, ...]  # over KERNEL_TYPES
-    sinc_prob: float
-    blur_sigma: tuple[float, float]
-    betag_range: tuple[float, float]
-    betap_range: tuple[float, float]
-    resize_prob: tuple[float, float, float]
-    resize_range: tuple[float, float]
-    gaussian_noise_prob: float
-    noise_range: tuple[float, float]
-    poisson_scale_range: tuple[float, float]
-    gray_noise_prob: float
-    jpeg_range: tuple[float, float]
+    ``size`` is the base the drawn resize scale multiplies (H×W, then the LQ size H/scale × W/scale), and
+    ``max_size`` the largest result, the static canvas it must fit (``max_sizes`` per order). ``by_factor``
+    marks the first order's ``F.interpolate(scale_factor=s)``, whose source spacing is 1/s, where the second
+    order's ``F.interpolate(size=...)`` uses input/output sizes. The first order always blurs and ends with
+    JPEG; the second blurs with probability ``second_blur_prob`` and leaves JPEG to the final step.
+    """
+    def row(second: bool) -> dict:
+        def get(name):
+            return getattr(c, name + ("2" if second else ""))
 
+        kernel_w = [sum(p for n, p in zip(get("kernel_list"), get("kernel_prob")) if n == t) for t in KERNEL_TYPES]
+        return {"kernel_cdf": np.cumsum(kernel_w) / np.sum(kernel_w), "sinc_prob": get("sinc_prob"),
+                "blur_prob": c.second_blur_prob if second else 1.0, "blur_sigma": get("blur_sigma"),
+                "betag_range": get("betag_range"), "betap_range": get("betap_range"),
+                "resize_cdf": np.cumsum(get("resize_prob")) / np.sum(get("resize_prob")),
+                "resize_range": get("resize_range"), "size": (h // c.scale, w // c.scale) if second else (h, w),
+                "max_size": max_sizes[second], "by_factor": not second,
+                "gaussian_noise_prob": get("gaussian_noise_prob"),
+                "noise_range": get("noise_range"), "poisson_scale_range": get("poisson_scale_range"),
+                "gray_noise_prob": get("gray_noise_prob"), "jpeg": not second, "jpeg_range": get("jpeg_range")}
 
-def _stage(c: RealESRGANConfig, second: bool) -> _Stage:
-    sfx = "2" if second else ""
-    names, probs = getattr(c, "kernel_list" + sfx), getattr(c, "kernel_prob" + sfx)
-    prob = tuple(sum(p for n, p in zip(names, probs) if n == t) / sum(probs) for t in KERNEL_TYPES)
-    fields = [f.name for f in dataclasses.fields(_Stage)][1:]
-    return _Stage(prob, *(getattr(c, name + sfx) for name in fields))
+    rows = (row(False), row(True))
+    return {k: jnp.asarray(np.stack([np.asarray(r[k], np.float32) for r in rows])) for k in rows[0]}
 
 
 # ----------------------------------------------------------------------------------------------- kernels
@@ -143,7 +147,7 @@ def _within(kernel: jax.Array, size) -> jax.Array:
     """Zero a 21×21 kernel outside its centred ``size``×``size`` support and renormalise: the same as building
     the kernel on a ``size`` grid and zero-padding it, as ``RealESRGANDataset`` does (``np.pad``)."""
     r = np.abs(np.arange(_K) - _K // 2)
-    inside = (r[:, None] <= size // 2) & (r[None, :] <= size // 2)
+    inside = (2 * r[:, None] < size) & (2 * r[None, :] < size)  # |offset| <= size // 2, size odd
     kernel = jnp.where(inside, kernel, 0.0)
     return kernel / kernel.sum()
 
@@ -157,10 +161,11 @@ def mixed_kernel(kernel_type, size, sigma_x, sigma_y, theta, beta) -> jax.Array:
     aniso = kernel_type % 2 == 1
     sigma_y = jnp.where(aniso, sigma_y, sigma_x)
     theta = jnp.where(aniso, theta, 0.0)
-    family = jnp.stack([anisotropic_gaussian_kernel(_K, sigma_x, sigma_y, theta),
-                        generalized_gaussian_kernel(_K, sigma_x, sigma_y, theta, beta),
-                        plateau_kernel(_K, sigma_x, sigma_y, theta, beta)])
-    return _within(family[kernel_type // 2], size)
+    family = kernel_type // 2
+    kernel = jnp.where(family == 0, anisotropic_gaussian_kernel(_K, sigma_x, sigma_y, theta),
+                       jnp.where(family == 1, generalized_gaussian_kernel(_K, sigma_x, sigma_y, theta, beta),
+                                 plateau_kernel(_K, sigma_x, sigma_y, theta, beta)))
+    return _within(kernel, size)
 
 
 _BESSEL_NODES = 96
@@ -192,24 +197,42 @@ def _pulse() -> jax.Array:
     return jnp.zeros((_K, _K), jnp.float32).at[_K // 2, _K // 2].set(1.0)
 
 
-def _two_sided(u, lo, hi):
-    """BasicSR's beta draw: U(lo, 1) or U(1, hi), each with probability ½ (``u`` a pair of U(0, 1))."""
-    return jnp.where(u[0] < 0.5, lo + u[1] * (1.0 - lo), 1.0 + u[1] * (hi - 1.0))
+def _between(u, lo, hi):
+    """Map U(0, 1) to U(lo, hi)."""
+    return lo + u * (hi - lo)
 
 
-def _random_kernel(key, stage: _Stage) -> jax.Array:
-    """One blur kernel as ``RealESRGANDataset`` draws it: size uniform in 7..21, then a sinc with probability
-    ``sinc_prob`` (cutoff U(π/3, π) below size 13, U(π/5, π) from 13), else ``random_mixed_kernels``."""
-    k = jax.random.split(key, 7)
-    size = 7 + 2 * jax.random.randint(k[0], (), 0, len(KERNEL_SIZES))
-    cutoff = jax.random.uniform(k[1], minval=jnp.where(size < 13, np.pi / 3, np.pi / 5), maxval=np.pi)
-    ktype = jax.random.choice(k[2], len(KERNEL_TYPES), p=jnp.asarray(stage.kernel_prob))
-    sx, sy = jax.random.uniform(k[3], (2,), minval=stage.blur_sigma[0], maxval=stage.blur_sigma[1])
-    theta = jax.random.uniform(k[4], minval=-np.pi, maxval=np.pi)
-    u = jax.random.uniform(k[5], (2,))
-    beta = jnp.where(ktype // 2 == 1, _two_sided(u, *stage.betag_range), _two_sided(u, *stage.betap_range))
-    sinc = jax.random.uniform(k[6]) < stage.sinc_prob
-    return jnp.where(sinc, circular_lowpass_kernel(cutoff, size), mixed_kernel(ktype, size, sx, sy, theta, beta))
+def _index(u, n: int) -> jax.Array:
+    """Map U(0, 1) to a uniform index in 0..n-1 (``random.choice`` over n items)."""
+    return jnp.minimum(jnp.floor(u * n).astype(jnp.int32), n - 1)
+
+
+def _categorical(u, cdf: jax.Array) -> jax.Array:
+    """Map U(0, 1) to an index drawn with the cumulative probabilities ``cdf`` (``random.choices``)."""
+    return jnp.sum(jnp.asarray(u)[..., None] >= cdf[:-1], axis=-1).astype(jnp.int32)
+
+
+def _two_sided(u_side, u, lo, hi):
+    """BasicSR's beta draw: U(lo, 1) or U(1, hi), each with probability ½."""
+    return jnp.where(u_side < 0.5, _between(u, lo, 1.0), _between(u, 1.0, hi))
+
+
+_KERNEL_DRAWS = 9
+
+
+def _random_kernel(u: jax.Array, p: dict) -> jax.Array:
+    """One blur kernel as ``RealESRGANDataset`` draws it, from ``_KERNEL_DRAWS`` U(0, 1) values: size uniform in
+    7..21, then a sinc with probability ``sinc_prob`` (cutoff U(π/3, π) below size 13, U(π/5, π) from 13), else
+    ``random_mixed_kernels`` (σx, σy in ``blur_sigma``, θ in [−π, π], β two-sided)."""
+    size = 7 + 2 * _index(u[0], len(KERNEL_SIZES))
+    cutoff = _between(u[1], jnp.where(size < 13, np.pi / 3, np.pi / 5), np.pi)
+    ktype = _categorical(u[2], p["kernel_cdf"])
+    sx, sy = _between(u[3], *p["blur_sigma"]), _between(u[4], *p["blur_sigma"])
+    theta = _between(u[5], -np.pi, np.pi)
+    beta = jnp.where(ktype // 2 == 1, _two_sided(u[6], u[7], *p["betag_range"]),
+                     _two_sided(u[6], u[7], *p["betap_range"]))
+    return jnp.where(u[8] < p["sinc_prob"], circular_lowpass_kernel(cutoff, size),
+                     mixed_kernel(ktype, size, sx, sy, theta, beta))
 
 
 # ----------------------------------------------------------------------------- traced-size resize / blur
@@ -236,7 +259,8 @@ def _axis_weights(mode, in_len, out_len, ratio, n_out: int, n_in: int) -> jax.Ar
     j = jnp.arange(n_in)[None, :]
     last = in_len - 1
     # area: adaptive average pooling over [floor(i·in/out), ceil((i+1)·in/out))
-    start, end = (i * in_len) // out_len, ((i + 1) * in_len + out_len - 1) // out_len
+    start = jax.lax.div(i * in_len, out_len)  # non-negative: truncation is floor
+    end = jax.lax.div((i + 1) * in_len + out_len - 1, out_len)
     area = jnp.where((j >= start) & (j < end), 1.0 / (end - start), 0.0)
     # bilinear: source clamped at 0, right neighbour clamped at the last sample
     src = jnp.maximum((i + 0.5) * ratio - 0.5, 0.0)
@@ -251,7 +275,7 @@ def _axis_weights(mode, in_len, out_len, ratio, n_out: int, n_in: int) -> jax.Ar
     taps = _cubic(src - i0)
     i0 = i0.astype(jnp.int32)
     cubic = sum(jnp.where(j == jnp.clip(i0 + k - 1, 0, last), w, 0.0) for k, w in enumerate(taps))
-    weights = jnp.stack([area, linear, cubic])[mode]
+    weights = jnp.where(mode == 0, area, jnp.where(mode == 1, linear, cubic))
     return jnp.where(i < out_len, weights, 0.0).astype(jnp.float32)
 
 
@@ -292,118 +316,126 @@ def _valid_mask(shape, hw) -> jax.Array:
 # ------------------------------------------------------------------------------------------------- noise
 
 
-def gaussian_noise(key, img: jax.Array, sigma, gray) -> jax.Array:
+def gaussian_noise(z: jax.Array, sigma, gray) -> jax.Array:
     """BasicSR ``generate_gaussian_noise_pt`` for one HWC image: N(0, (σ/255)²) per value, or (``gray``) one
-    field shared by the three channels."""
-    kc, kg = jax.random.split(key)
-    color = jax.random.normal(kc, img.shape)
-    mono = jax.random.normal(kg, img.shape[:2] + (1,))
-    return jnp.where(gray, mono, color) * (sigma / 255.0)
+    field shared by the three channels. ``z`` holds standard normal draws, (H, W, 4): three colour fields and a
+    gray one."""
+    return jnp.where(gray, z[..., 3:], z[..., :3]) * (sigma / 255.0)
 
 
-def _shot_noise(key, img: jax.Array, valid: jax.Array) -> jax.Array:
-    """Poisson noise of ``img`` quantised to 8 bits, with ``vals`` = the number of grey levels present in the
-    valid region rounded up to a power of two: ``Poisson(img·vals)/vals − img`` (skimage's ``random_noise``)."""
-    levels = jnp.clip(jnp.round(img * 255.0), 0, 255)
-    img = levels / 255.0
+def _poisson_vals(levels: jax.Array, valid: jax.Array) -> jax.Array:
+    """``2^ceil(log2(#distinct levels))`` over the valid region of an array of 8-bit levels: BasicSR's
+    ``len(torch.unique(img))`` rounded up to a power of two (skimage ``random_noise(mode='poisson')``)."""
     present = jnp.zeros(256, jnp.int32).at[levels.astype(jnp.int32).ravel()].max(
-        jnp.broadcast_to(valid, img.shape).astype(jnp.int32).ravel())
-    count = present.sum()
+        jnp.broadcast_to(valid, levels.shape).astype(jnp.int32).ravel())
     powers = 2 ** jnp.arange(9)
-    vals = jnp.min(jnp.where(powers >= count, powers, 512)).astype(jnp.float32)
-    return jax.random.poisson(key, img * vals).astype(jnp.float32) / vals - img
+    return jnp.min(jnp.where(powers >= present.sum(), powers, 512)).astype(jnp.float32)
 
 
 def poisson_noise(key, img: jax.Array, scale, gray, valid=True) -> jax.Array:
-    """BasicSR ``generate_poisson_noise_pt`` for one HWC image: shot noise times ``scale``, computed on the
-    image or (``gray``) on its luma (torchvision ``rgb_to_grayscale`` weights) and repeated over channels.
-    ``valid`` (broadcastable to (H, W, 1)) limits the grey-level count to part of a canvas."""
-    kc, kg = jax.random.split(key)
+    """BasicSR ``generate_poisson_noise_pt`` for one HWC image: ``(Poisson(q·vals)/vals − q)·scale`` where ``q``
+    is the image (or, if ``gray``, its luma with torchvision's ``rgb_to_grayscale`` weights, repeated over the
+    channels) rounded to 8 bits. ``valid`` (broadcastable to (H, W, 1)) limits the grey-level count to part of
+    a canvas."""
     luma = 0.2989 * img[..., 0] + 0.587 * img[..., 1] + 0.114 * img[..., 2]
+    levels = jnp.clip(jnp.round(jnp.concatenate([img, luma[..., None]], axis=-1) * 255.0), 0, 255)
     valid = jnp.asarray(valid)
-    mono = _shot_noise(kg, luma[..., None], valid)
-    color = _shot_noise(kc, img, valid)
-    return jnp.where(gray, mono, color) * scale
+    vals = jnp.stack([_poisson_vals(levels[..., :3], valid)] * 3 + [_poisson_vals(levels[..., 3:], valid)])
+    q = levels / 255.0
+    noise = jax.random.poisson(key, q * vals).astype(jnp.float32) / vals - q  # colour and gray, in one draw
+    return jnp.where(gray, noise[..., 3:], noise[..., :3]) * scale
 
 
-def _random_noise(key, img, stage: _Stage, valid) -> jax.Array:
-    """``random_add_gaussian_noise_pt`` or ``random_add_poisson_noise_pt`` (clip, no rounding)."""
-    k = jax.random.split(key, 6)
-    sigma = jax.random.uniform(k[0], minval=stage.noise_range[0], maxval=stage.noise_range[1])
-    scale = jax.random.uniform(k[1], minval=stage.poisson_scale_range[0], maxval=stage.poisson_scale_range[1])
-    gray = jax.random.uniform(k[2]) < stage.gray_noise_prob
-    use_gaussian = jax.random.uniform(k[3]) < stage.gaussian_noise_prob
-    noise = jnp.where(use_gaussian, gaussian_noise(k[4], img, sigma, gray), poisson_noise(k[5], img, scale, gray,
-                                                                                          valid))
+_NOISE_DRAWS = 4
+
+
+def _random_noise(key, u: jax.Array, z: jax.Array, img, p: dict, valid) -> jax.Array:
+    """``random_add_gaussian_noise_pt`` or ``random_add_poisson_noise_pt`` (clip, no rounding); ``u`` holds
+    ``_NOISE_DRAWS`` U(0, 1) values, ``z`` the standard normal fields of :func:`gaussian_noise`, ``key`` seeds
+    the Poisson draw."""
+    sigma = _between(u[0], *p["noise_range"])
+    scale = _between(u[1], *p["poisson_scale_range"])
+    gray = u[2] < p["gray_noise_prob"]
+    noise = jnp.where(u[3] < p["gaussian_noise_prob"], gaussian_noise(z, sigma, gray),
+                      poisson_noise(key, img, scale, gray, valid))
     return jnp.clip(img + noise, 0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
 
 
-def _random_scale(key, stage: _Stage) -> jax.Array:
-    """Up U(1, high), down U(low, 1) or keep 1, weighted by ``resize_prob``."""
-    ku, kd = jax.random.split(key)
-    updown = jax.random.choice(ku, 3, p=jnp.asarray(stage.resize_prob) / sum(stage.resize_prob))
-    u = jax.random.uniform(kd)
-    lo, hi = stage.resize_range
-    return jnp.stack([1.0 + u * (hi - 1.0), lo + u * (1.0 - lo), jnp.float32(1.0)])[updown]
+def _random_scale(u: jax.Array, p: dict) -> jax.Array:
+    """Up U(1, high), down U(low, 1) or keep 1, weighted by ``resize_prob`` (``u``: two U(0, 1) values)."""
+    lo, hi = p["resize_range"]
+    updown = _categorical(u[0], p["resize_cdf"])
+    return jnp.where(updown == 0, _between(u[1], 1.0, hi), jnp.where(updown == 1, _between(u[1], lo, 1.0), 1.0))
 
 
-def _random_jpeg(key, img, quality_range, valid) -> jax.Array:
-    """Clamp, zero outside the valid region, DiffJPEG at a quality drawn from ``quality_range``."""
-    lo, hi = quality_range
-    quality = jax.random.uniform(key, minval=lo, maxval=hi)
+def _jpeg_valid(img, quality, valid) -> jax.Array:
+    """Clamp to [0, 1] (as ``feed_data`` does before DiffJPEG), zero outside the valid region, compress."""
     return jpeg(jnp.where(valid, jnp.clip(img, 0.0, 1.0), 0.0), quality)
 
 
+# U(0, 1) values per degradation order, by use.
+_ORDER_DRAWS = {"blur": 1, "kernel": _KERNEL_DRAWS, "scale": 2, "mode": 1, "noise": _NOISE_DRAWS, "quality": 1}
+_FINAL_DRAWS = {"sinc_size": 1, "sinc_cutoff": 1, "sinc": 1, "mode": 1, "quality": 1, "order": 1}
+
+
+def _split_draws(u: jax.Array, sizes: dict) -> dict:
+    return dict(zip(sizes, jnp.split(u, np.cumsum(list(sizes.values()))[:-1], axis=-1)))
+
+
+def _degradation_order(carry, xs, canvas: tuple[int, int]):
+    """One classical degradation (blur, resize, noise, JPEG for the first order) of the valid region ``hw`` of
+    the canvas ``x``; ``xs`` holds this order's settings and random draws. A ``lax.scan`` body, so that both
+    orders share one compiled program."""
+    x, hw = carry
+    p, u, z, key = xs
+    u = _split_draws(u, _ORDER_DRAWS)
+    kernel = jnp.where(u["blur"][0] < p["blur_prob"], _random_kernel(u["kernel"], p), _pulse())
+    x = blur_valid(x, kernel, hw)
+    scale = _random_scale(u["scale"], p)
+    hw_out = jnp.clip(jnp.floor(p["size"] * scale).astype(jnp.int32), 1, p["max_size"].astype(jnp.int32))
+    ratio = jnp.where(p["by_factor"] > 0, 1.0 / scale, hw.astype(jnp.float32) / hw_out)
+    x = resize_valid(x, hw, hw_out, ratio, _index(u["mode"][0], len(RESIZE_MODES)), canvas)
+    valid = _valid_mask(canvas, hw_out)
+    x = _random_noise(key, u["noise"], z, x, p, valid)
+    x = jnp.where(p["jpeg"] > 0, _jpeg_valid(x, _between(u["quality"][0], *p["jpeg_range"]), valid), x)  # 1st only
+    return (x, hw_out), None
+
+
 def _degrade_one(key, hq: jax.Array, config: RealESRGANConfig) -> jax.Array:
-    s1, s2 = _stage(config, second=False), _stage(config, second=True)
-    k = jax.random.split(key, 16)
     h, w = hq.shape[:2]
-    lq_h, lq_w = h // config.scale, w // config.scale
-    canvas1 = (math.floor(h * s1.resize_range[1]), math.floor(w * s1.resize_range[1]))
-    canvas2 = (math.floor(lq_h * s2.resize_range[1]), math.floor(lq_w * s2.resize_range[1]))
-    n_modes = len(RESIZE_MODES)
+    lq = (h // config.scale, w // config.scale)
+    # One canvas holds every intermediate image: the largest first-order upscale (≥ the HQ size) and the
+    # largest second-order one, whose valid region is then cropped to a smaller static canvas.
+    canvas2 = (math.floor(lq[0] * config.resize_range2[1]), math.floor(lq[1] * config.resize_range2[1]))
+    canvas = (max(math.floor(h * config.resize_range[1]), canvas2[0]),
+              max(math.floor(w * config.resize_range[1]), canvas2[1]))
+    # Each PRNG call site adds compilation time: one uniform draw covers every scalar choice, one normal draw
+    # the Gaussian noise fields of both orders.
+    k_uniform, k_normal, k_poisson = jax.random.split(key, 3)
+    n_order = sum(_ORDER_DRAWS.values())
+    u = jax.random.uniform(k_uniform, (2 * n_order + sum(_FINAL_DRAWS.values()),))
+    xs = (_stage_params(config, h, w, (canvas, canvas2)), u[:2 * n_order].reshape(2, n_order),
+          jax.random.normal(k_normal, (2, *canvas, 4)), jax.random.split(k_poisson))
 
-    # first degradation: blur, resize by scale_factor, noise, JPEG
-    out = blur_2d(hq, _random_kernel(k[0], s1))
-    scale = _random_scale(k[1], s1)
-    hw1 = (jnp.clip(jnp.floor(h * scale).astype(jnp.int32), 1, canvas1[0]),
-           jnp.clip(jnp.floor(w * scale).astype(jnp.int32), 1, canvas1[1]))
-    out = resize_valid(out, (h, w), hw1, (1.0 / scale, 1.0 / scale), jax.random.randint(k[2], (), 0, n_modes),
-                       canvas1)
-    valid1 = _valid_mask(canvas1, hw1)
-    out = _random_noise(k[3], out, s1, valid1)
-    out = _random_jpeg(k[4], out, s1.jpeg_range, valid1)
+    x = jnp.pad(hq, ((0, canvas[0] - h), (0, canvas[1] - w), (0, 0)))
+    (x, hw), _ = jax.lax.scan(partial(_degradation_order, canvas=canvas), (x, jnp.asarray([h, w])), xs)
+    x = x[:canvas2[0], :canvas2[1]]
 
-    # second degradation: blur (with probability), resize to size int(H / scale · s), noise
-    kernel2 = jnp.where(jax.random.uniform(k[5]) < config.second_blur_prob, _random_kernel(k[6], s2), _pulse())
-    out = blur_valid(out, kernel2, hw1)
-    scale = _random_scale(k[7], s2)
-    hw2 = (jnp.clip(jnp.floor(lq_h * scale).astype(jnp.int32), 1, canvas2[0]),
-           jnp.clip(jnp.floor(lq_w * scale).astype(jnp.int32), 1, canvas2[1]))
-    ratio2 = tuple(a.astype(jnp.float32) / b for a, b in zip(hw1, hw2))
-    out = resize_valid(out, hw1, hw2, ratio2, jax.random.randint(k[8], (), 0, n_modes), canvas2)
-    valid2 = _valid_mask(canvas2, hw2)
-    out = _random_noise(k[9], out, s2, valid2)
-
-    # final: [resize to the LQ size + sinc] and JPEG, in random order
-    size = 7 + 2 * jax.random.randint(k[10], (), 0, len(KERNEL_SIZES))
-    cutoff = jax.random.uniform(k[11], minval=np.pi / 3, maxval=np.pi)
-    sinc = jnp.where(jax.random.uniform(k[12]) < config.final_sinc_prob, circular_lowpass_kernel(cutoff, size),
-                     _pulse())
-    mode = jax.random.randint(k[13], (), 0, n_modes)
-    ratio3 = (hw2[0].astype(jnp.float32) / lq_h, hw2[1].astype(jnp.float32) / lq_w)
-
-    def resize_back(img):
-        return blur_2d(resize_valid(img, hw2, (lq_h, lq_w), ratio3, mode, (lq_h, lq_w)), sinc)
-
-    quality_key = k[14]
-    resize_first = _random_jpeg(quality_key, resize_back(out), config.jpeg_range2, True)
-    jpeg_first = resize_back(_random_jpeg(quality_key, out, config.jpeg_range2, valid2))
-    out = jnp.where(jax.random.uniform(k[15]) < 0.5, resize_first, jpeg_first)
-    return jnp.clip(jnp.round(out * 255.0), 0, 255) / 255.0
+    # final step: [resize to the LQ size + sinc filter with probability] and JPEG, in random order
+    u = _split_draws(u[2 * n_order:], _FINAL_DRAWS)
+    size = 7 + 2 * _index(u["sinc_size"][0], len(KERNEL_SIZES))
+    cutoff = _between(u["sinc_cutoff"][0], np.pi / 3, np.pi)
+    sinc = jnp.where(u["sinc"][0] < config.final_sinc_prob, circular_lowpass_kernel(cutoff, size), _pulse())
+    mode = _index(u["mode"][0], len(RESIZE_MODES))
+    quality = _between(u["quality"][0], *config.jpeg_range2)
+    jpeg_first = u["order"][0] < 0.5
+    x = jnp.where(jpeg_first, _jpeg_valid(x, quality, _valid_mask(canvas2, hw)), x)
+    x = blur_2d(resize_valid(x, hw, lq, hw.astype(jnp.float32) / jnp.asarray(lq), mode, lq), sinc)
+    x = jnp.where(jpeg_first, x, _jpeg_valid(x, quality, True))
+    return jnp.clip(jnp.round(x * 255.0), 0, 255) / 255.0
 
 
 def realesrgan_degrade(key: jax.Array, hq: jax.Array, config: RealESRGANConfig = RealESRGANConfig()) -> jax.Array:
@@ -419,5 +451,4 @@ def realesrgan_degrade(key: jax.Array, hq: jax.Array, config: RealESRGANConfig =
     if h % config.scale or w % config.scale or min(h, w) // config.scale <= _K // 2:
         raise JaxirInputError(f"realesrgan_degrade needs H and W divisible by scale={config.scale} and at least "
                               f"{config.scale * (_K // 2 + 1)} pixels (a 21x21 kernel at the output size), got {h}x{w}")
-    keys = jax.vmap(partial(jax.random.fold_in, key))(jnp.arange(hq.shape[0]))
-    return jax.vmap(partial(_degrade_one, config=config))(keys, hq)
+    return jax.vmap(partial(_degrade_one, config=config))(per_sample_keys(key, hq.shape[0]), hq)
