@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import functools
 
+import jax
 import numpy as np
 import pytest
 
 import basicsr_reference
+
+
+@pytest.fixture(autouse=True)
+def _highest_matmul_precision():
+    """fp32 parity tests compare at full float32 matmul/conv precision."""
+    with jax.default_matmul_precision("highest"):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -21,11 +21,6 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _highest_precision():
-    with jax.default_matmul_precision("highest"):
-        yield
-
 
 def controlled_unet_fn(unet_config: UNetConfig, control_config: ControlNetConfig):
     """ControlLDM's denoiser step, jitted: the control features (scaled) and the UNet output with them."""

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import basicsr_reference
 from jaxir.degradations import (Degradation, blur_2d, blur_separable, gaussian_kernel_1d, gaussian_noise,
                                 kernel_size_for_sigma, per_sample_keys, study_levels)
 from jaxir.errors import JaxirInputError
@@ -20,15 +19,6 @@ F = torch.nn.functional
 TOL = 1e-5  # float32 against float64 references; measured ≤ 1.2e-6 for blur, ≤ 1e-6 for the composition
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _highest_precision():
-    with jax.default_matmul_precision("highest"):
-        yield
-
-
-@pytest.fixture(scope="module")
-def ref():
-    return basicsr_reference.load()
 
 
 def _img(shape, seed=0):
@@ -75,11 +65,11 @@ def test_kernel_size_for_sigma_rejects_nonpositive(sigma):
 
 
 @pytest.mark.parametrize("sigma", [0.7, 1.0, 2.0, 4.0])
-def test_gaussian_kernel_outer_product_matches_basicsr(ref, sigma):
+def test_gaussian_kernel_outer_product_matches_basicsr(basicsr, sigma):
     g = gaussian_kernel_1d(sigma)
     size = kernel_size_for_sigma(sigma)
     assert g.shape == (size,) and abs(g.sum() - 1) < 1e-12
-    expected = ref.degradations.bivariate_Gaussian(size, sigma, sigma, 0.0, isotropic=True)
+    expected = basicsr.degradations.bivariate_Gaussian(size, sigma, sigma, 0.0, isotropic=True)
     np.testing.assert_allclose(np.outer(g, g), expected, rtol=0, atol=1e-12)
 
 
@@ -91,11 +81,11 @@ def test_gaussian_kernel_explicit_size():
 
 
 @pytest.mark.parametrize("params", [(3.0, 1.0, 0.4), (1.0, 2.5, -1.1), (2.0, 2.0, 0.3)])
-def test_anisotropic_kernel_matches_basicsr(ref, params):
+def test_anisotropic_kernel_matches_basicsr(basicsr, params):
     sx, sy, th = params
     d = Degradation(blur_anisotropic=params)
     k = d.kernel()
-    expected = ref.degradations.bivariate_Gaussian(kernel_size_for_sigma(max(sx, sy)), sx, sy, th, isotropic=False)
+    expected = basicsr.degradations.bivariate_Gaussian(kernel_size_for_sigma(max(sx, sy)), sx, sy, th, isotropic=False)
     assert k.shape == expected.shape
     np.testing.assert_allclose(k, expected, rtol=0, atol=1e-7)  # built in float32
 
@@ -160,7 +150,7 @@ def test_blur_rejects_image_smaller_than_kernel_radius():
 # ----------------------------------------------------------------------------------------------- Degradation
 
 @pytest.mark.parametrize("resize", ["matlab", "torch"])
-def test_degradation_equals_manual_composition(ref, resize):
+def test_degradation_equals_manual_composition(basicsr, resize):
     """eq. (1): blur (scipy) → ↓α (BasicSR imresize / torch interpolate) → + β·N(fold_in(key, i)) → clip."""
     d = dataclasses.replace(MAIN, resize=resize)
     x = _main_batch()
@@ -170,7 +160,7 @@ def test_degradation_equals_manual_composition(ref, resize):
     g = gaussian_kernel_1d(1.5)
     blurred = _scipy_blur(x, np.outer(g, g))
     if resize == "matlab":
-        down = np.stack([ref.matlab_functions.imresize(im, 0.5) for im in blurred])
+        down = np.stack([basicsr.matlab_functions.imresize(im, 0.5) for im in blurred])
     else:
         t = torch.from_numpy(blurred.transpose(0, 3, 1, 2).astype(np.float32))
         down = F.interpolate(t, scale_factor=0.5, mode="bicubic", align_corners=False).numpy().transpose(0, 2, 3, 1)

@@ -19,11 +19,6 @@ torch = pytest.importorskip("torch")
 _JPEG = jax.jit(jpeg)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _highest_precision():
-    with jax.default_matmul_precision("highest"):
-        yield
-
 
 def _load_diffjpeg():
     """BasicSR's diffjpeg.py loaded by path: ``import basicsr`` would need torchvision."""

@@ -21,11 +21,6 @@ from jaxir.errors import JaxirInputError
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _highest_precision():
-    with jax.default_matmul_precision("highest"):
-        yield
-
 
 def _load_file(basicsr, relative: str):
     """A BasicSR file that needs only NumPy, OpenCV and torch, executed on its own."""

@@ -24,11 +24,6 @@ DIFFBIR = "../shared/fixtures/diffbir/"
 TOL = 1e-4  # max |ours − reference| / max |reference|
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _highest_precision():
-    with jax.default_matmul_precision("highest"):
-        yield
-
 
 def randomize(module: "torch.nn.Module", seed: int):
     """Random weights everywhere, zero-initialised layers and norms included, so every parameter matters: matrices

@@ -34,35 +34,29 @@ def _grid(size: int):
     return jnp.meshgrid(ax, ax, indexing="xy")
 
 
-def anisotropic_gaussian_kernel(size: int, sigma_x, sigma_y, theta) -> jnp.ndarray:
-    """Anisotropic (rotated) Gaussian of odd ``size``; σ and θ may be traced (Real-ESRGAN's bivariate Gaussian)."""
+def _quadratic_form(size: int, sigma_x, sigma_y, theta):
+    """``xᵀ Σ⁻¹ x`` on the centred grid, ``Σ⁻¹ = R diag(1/σx², 1/σy²) Rᵀ`` with R the rotation by θ."""
     x, y = _grid(size)
     c, s = jnp.cos(theta), jnp.sin(theta)
-    # Σ⁻¹ = R diag(1/σx², 1/σy²) Rᵀ
     a = c**2 / sigma_x**2 + s**2 / sigma_y**2
     b = c * s * (1 / sigma_x**2 - 1 / sigma_y**2)
     d = s**2 / sigma_x**2 + c**2 / sigma_y**2
-    k = jnp.exp(-0.5 * (a * x**2 + 2 * b * x * y + d * y**2))
+    return a * x**2 + 2 * b * x * y + d * y**2
+
+
+def anisotropic_gaussian_kernel(size: int, sigma_x, sigma_y, theta) -> jnp.ndarray:
+    """Anisotropic (rotated) Gaussian of odd ``size``; σ and θ may be traced (Real-ESRGAN's bivariate Gaussian)."""
+    k = jnp.exp(-0.5 * _quadratic_form(size, sigma_x, sigma_y, theta))
     return k / k.sum()
 
 
 def generalized_gaussian_kernel(size: int, sigma_x, sigma_y, theta, beta) -> jnp.ndarray:
     """Generalised Gaussian ``exp(-½ (xᵀ Σ⁻¹ x)^β)`` (BasicSR ``bivariate_generalized_Gaussian``)."""
-    x, y = _grid(size)
-    c, s = jnp.cos(theta), jnp.sin(theta)
-    a = c**2 / sigma_x**2 + s**2 / sigma_y**2
-    b = c * s * (1 / sigma_x**2 - 1 / sigma_y**2)
-    d = s**2 / sigma_x**2 + c**2 / sigma_y**2
-    k = jnp.exp(-0.5 * jnp.power(a * x**2 + 2 * b * x * y + d * y**2, beta))
+    k = jnp.exp(-0.5 * jnp.power(_quadratic_form(size, sigma_x, sigma_y, theta), beta))
     return k / k.sum()
 
 
 def plateau_kernel(size: int, sigma_x, sigma_y, theta, beta) -> jnp.ndarray:
     """Plateau-shaped kernel ``1 / (1 + (xᵀ Σ⁻¹ x)^β)`` (BasicSR ``bivariate_plateau``)."""
-    x, y = _grid(size)
-    c, s = jnp.cos(theta), jnp.sin(theta)
-    a = c**2 / sigma_x**2 + s**2 / sigma_y**2
-    b = c * s * (1 / sigma_x**2 - 1 / sigma_y**2)
-    d = s**2 / sigma_x**2 + c**2 / sigma_y**2
-    k = 1.0 / (jnp.power(a * x**2 + 2 * b * x * y + d * y**2, beta) + 1)
+    k = 1.0 / (jnp.power(_quadratic_form(size, sigma_x, sigma_y, theta), beta) + 1)
     return k / k.sum()
