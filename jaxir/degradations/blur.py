@@ -41,15 +41,19 @@ def _conv(planes: jax.Array, kernel_hw: jax.Array) -> jax.Array:
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=_HI)
 
 
+def correlate_separable_valid(x: jax.Array, kernel_1d) -> jax.Array:
+    """Correlate the H then W axes of an NHWC batch with one 1-D kernel, keeping only the valid region."""
+    k = jnp.asarray(kernel_1d, x.dtype)
+    planes, nc = _planes(x)
+    return _unplanes(_conv(_conv(planes, k[:, None]), k[None, :]), nc)
+
+
 def blur_separable(x: jax.Array, kernel_1d) -> jax.Array:
     """Convolve H then W with the same odd-length 1-D kernel, reflecting the border."""
-    k = jnp.asarray(kernel_1d)
-    r = k.shape[0] // 2
+    r = len(kernel_1d) // 2
     squeeze = x.ndim == 3
     x = x[None] if squeeze else x
-    planes, nc = _planes(_reflect_pad(x, r, r))
-    y = _conv(_conv(planes, k[:, None]), k[None, :])
-    y = _unplanes(y, nc)
+    y = correlate_separable_valid(_reflect_pad(x, r, r), kernel_1d)
     return y[0] if squeeze else y
 
 
