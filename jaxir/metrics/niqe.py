@@ -91,25 +91,36 @@ def _mscn(im):
 
 
 def _halve(im):
-    """``imresize(im, 0.5)`` (MATLAB bicubic, antialiased) of (N, H, W), exact on constant neighbourhoods:
-    each output is its heaviest tap plus the weighted differences to it."""
+    """``imresize(im, 0.5)`` (MATLAB bicubic, antialiased) of (N, H, W) with even sides. At scale ½ every output
+    pixel has the same taps (``matlab_contributions``) at stride 2, and MATLAB's mirrored border is a
+    symmetric pad, so each axis is a sum of strided slices."""
     for axis in (1, 2):
-        src, w = matlab_contributions(im.shape[axis], im.shape[axis] // 2, 0.5)
-        centre = jnp.take(im, jnp.asarray(src[np.arange(len(src)), np.argmax(w, axis=1)]), axis=axis)
-        moved = jnp.moveaxis(im, axis, -1)
-        diffs = moved[..., jnp.asarray(src)] - jnp.moveaxis(centre, axis, -1)[..., None]
-        im = jnp.moveaxis(jnp.moveaxis(centre, axis, -1) + jnp.sum(diffs * jnp.asarray(w), axis=-1), -1, axis)
+        n = im.shape[axis]
+        src, w = matlab_contributions(n, n // 2, 0.5)
+        taps = w[n // 4]                      # an interior row; its first source index is 2·(n//4) − 4
+        offset = 2 * (n // 4) - int(src[n // 4, 0])
+        pad = [(0, 0)] * im.ndim
+        pad[axis] = (offset, len(taps))
+        p = jnp.pad(im, pad, mode="symmetric")
+        im = sum(float(t) * jax.lax.slice_in_dim(p, k, k + n - 1, stride=2, axis=axis)
+                 for k, t in enumerate(taps) if t != 0.0)
     return im
 
 
 def _aggd(v):
-    """``estimateaggdparam.m`` over the last axis: (α, βl, βr); NaN where a side is empty, as in MATLAB."""
-    alpha_grid, rho, beta_scale, _ = (jnp.asarray(t) for t in _aggd_tables())
-    neg, pos = v < 0, v > 0
-    left = jnp.sqrt(jnp.sum(jnp.where(neg, v * v, 0.0), -1) / jnp.sum(neg, -1))   # 0/0 → NaN like mean([])
-    right = jnp.sqrt(jnp.sum(jnp.where(pos, v * v, 0.0), -1) / jnp.sum(pos, -1))
+    """``estimateaggdparam.m`` over the last axis: (α index, βl, βr); NaN where a side is empty, as in MATLAB.
+
+    Sums of v², min(v, 0)², max(v, 0)², |v|, sign v and |sign v| (the counts of negative and positive values
+    follow exactly; this mix of reductions compiles to one fast loop on CPU, unlike boolean counts)."""
+    _, rho, beta_scale, _ = (jnp.asarray(t) for t in _aggd_tables())
+    total_sq, left_sq = jnp.sum(v * v, -1), jnp.sum(jnp.minimum(v, 0.0) ** 2, -1)
+    sign_sum, nonzero = jnp.sum(jnp.sign(v), -1), jnp.sum(jnp.abs(jnp.sign(v)), -1)
+    right_sq = jnp.sum(jnp.maximum(v, 0.0) ** 2, -1)
+    left = jnp.sqrt(left_sq / ((nonzero - sign_sum) / 2))     # 0/0 → NaN like MATLAB's mean([])
+    right = jnp.sqrt(right_sq / ((nonzero + sign_sum) / 2))
+    n = v.shape[-1]
     gammahat = left / right
-    rhat = jnp.mean(jnp.abs(v), -1) ** 2 / jnp.mean(v * v, -1)
+    rhat = (jnp.sum(jnp.abs(v), -1) / n) ** 2 / (total_sq / n)
     rhatnorm = rhat * (gammahat**3 + 1) * (gammahat + 1) / (gammahat**2 + 1) ** 2
     err = (rho - rhatnorm[..., None]) ** 2
     # MATLAB min: NaNs ignored; all-NaN → first index. rho is finite, so err is all-NaN or NaN-free.
