@@ -4,17 +4,17 @@ ControlLDM operation recorded from DiffBIR's own code (../shared/fixtures/diffbi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 import jaxir
+from conftest import DIFFBIR_FIXTURES, convert_tiny_diffbir
 from checkpoints_conversion.__main__ import main as convert_main
 from jaxir.models.cldm import CLDM
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "diffbir"
+FIXTURES = DIFFBIR_FIXTURES
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="reference fixtures not present")
 
 
@@ -23,12 +23,8 @@ def _rel(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cldm") / "tiny"
-    assert convert_main(["diffbir", "--sd", str(FIXTURES / "sd_tiny.ckpt"),
-                         "--controlnet", str(FIXTURES / "controlnet_tiny.pth"),
-                         "--config", str(FIXTURES / "cldm_tiny.yaml"), "--out", str(out)]) == 0
-    return out
+def converted(tiny_diffbir_dir):
+    return tiny_diffbir_dir
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +67,7 @@ def test_operations_match_diffbir(loaded, ref):
 
 
 def test_bf16_storage_loads_close(tmp_path, ref):
-    out = tmp_path / "bf16"
-    assert convert_main(["diffbir", "--sd", str(FIXTURES / "sd_tiny.ckpt"), "--controlnet",
-                         str(FIXTURES / "controlnet_tiny.pth"), "--config", str(FIXTURES / "cldm_tiny.yaml"),
-                         "--out", str(out), "--bf16"]) == 0
-    model, params = jaxir.load(out)
+    model, params = jaxir.load(convert_tiny_diffbir(tmp_path / "bf16", "--bf16"))
     assert all(p.dtype == np.float32 for p in jax.tree.leaves(params))
     c_img = model.encode_condition(params, ref["cond_img"])
     assert 1e-6 < _rel(c_img, ref["c_img"]) < 5e-2

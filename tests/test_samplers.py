@@ -5,7 +5,6 @@ when seeds, noise, timesteps, guidance or η change."""
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,12 +14,12 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 import jaxir
-from checkpoints_conversion.__main__ import main as convert_main
+from conftest import DIFFBIR_FIXTURES
 from jaxir.diffusion import samplers as Smp
 from jaxir.diffusion import schedule as S
 from jaxir.errors import JaxirInputError
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "diffbir"
+FIXTURES = DIFFBIR_FIXTURES
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="reference fixtures not present")
 TRACES = {"diffbir": 0, "toy": 0}
 
@@ -43,12 +42,8 @@ def _diffbir_sample(model, params, x_T, noise, schedule, c_txt, c_img, cfg_scale
 
 
 @pytest.fixture(scope="module")
-def cldm(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cldm") / "tiny"
-    assert convert_main(["diffbir", "--sd", str(FIXTURES / "sd_tiny.ckpt"),
-                         "--controlnet", str(FIXTURES / "controlnet_tiny.pth"),
-                         "--config", str(FIXTURES / "cldm_tiny.yaml"), "--out", str(out)]) == 0
-    model, params = jaxir.load(out)
+def cldm(tiny_diffbir_dir):
+    model, params = jaxir.load(tiny_diffbir_dir)
     with jax.default_matmul_precision("highest"):
         c_txt = model.encode_text(params, ["", "a photo of an astronaut, high quality"])
     return model, params, c_txt
