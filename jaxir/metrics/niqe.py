@@ -122,9 +122,12 @@ def _aggd(v):
     gammahat = left / right
     rhat = (jnp.sum(jnp.abs(v), -1) / n) ** 2 / (total_sq / n)
     rhatnorm = rhat * (gammahat**3 + 1) * (gammahat + 1) / (gammahat**2 + 1) ** 2
-    err = (rho - rhatnorm[..., None]) ** 2
-    # MATLAB min: NaNs ignored; all-NaN → first index. rho is finite, so err is all-NaN or NaN-free.
-    idx = jnp.argmin(jnp.where(jnp.isnan(err), jnp.inf, err), axis=-1)
+    # MATLAB's min((ρ − r̂)²) over the grid: ρ increases with α, so the minimum is at one of the two grid points
+    # around r̂ (the lower one on a tie, MATLAB's first index); an all-NaN error (r̂ NaN) gives index 0.
+    hi = jnp.clip(jnp.searchsorted(rho, rhatnorm), 1, rho.shape[0] - 1)
+    lo = hi - 1
+    idx = jnp.where((rhatnorm - rho[lo]) ** 2 <= (rho[hi] - rhatnorm) ** 2, lo, hi)
+    idx = jnp.where(jnp.isnan(rhatnorm), 0, idx)
     return idx, left * beta_scale[idx], right * beta_scale[idx]
 
 
