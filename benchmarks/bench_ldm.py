@@ -1,0 +1,671 @@
+"""One DiffBIR denoising step (IRControlNet + UNet, SD 2.1-base sizes) and the SD VAE: jaxir (JAX/Flax) against
+diffusers (PyTorch) on this CPU, time and peak memory.
+
+    python benchmarks/bench_ldm.py              # full: UNet step at latent 32² and 64², VAE at 256² and 512²
+    python benchmarks/bench_ldm.py --quick      # smoke test: latent 32² step and VAE 256², 1 timed round
+    python benchmarks/bench_ldm.py --tiny       # the same protocol with small channel widths (fast iteration)
+
+What is compared (random weights, seeded, float32, batch ``--batch``, default 1):
+
+* ``unet``: ControlLDM's ε step, the IRControlNet's 13 residuals (all control scales 1) added to the UNet.
+  PyTorch: diffusers ``ControlNetModel(in_channels=8)`` fed ``cat(z_t, c_img)`` as its sample, with its hint
+  network (``controlnet_cond_embedding``) replaced by a zero — IRControlNet has none, so this is exactly
+  DiffBIR's function — then ``UNet2DConditionModel`` with ``down_block_additional_residuals`` /
+  ``mid_block_additional_residual``; SD 2.1-base config (320/640/1280/1280, 64-channel heads, linear projections,
+  context 77×1024). JAX: ``jaxir.models.controlnet.ControlNet(ControlNetConfig.diffbir())`` and
+  ``UNetModel(UNetConfig.sd21_base())`` with the same weights through our diffusers converters
+  (``convert_controlnet``/``convert_unet``, layout "diffusers"), both inside one ``jax.jit``.
+* ``vae-encode``: ``0.18215 · mode(E(2x − 1))`` of an image in [0, 1]; ``vae-decode``: ``D(z / 0.18215)``.
+  diffusers ``AutoencoderKL`` (SD config: 128/256/512/512) against ``jaxir.models.vae.AutoencoderKL``
+  (``encode_latent`` / ``decode``), weights through ``convert_vae(layout="diffusers")``.
+
+Processes: every (side, task) runs in its own worker process (this script re-invoked with ``--side torch|jax
+--what unet|vae-encode|vae-decode --size N``), driven over a pipe by the parent, so that ``ru_maxrss`` (peak RSS,
+read at the end of the worker) belongs to one side only. Weights are created once by a ``--side prepare`` worker
+(diffusers modules, seeded) and stored as one ``.npy`` per tensor under ``--cache-dir``; both sides read them tensor
+by tensor (PyTorch: modules built on the meta device, ``load_state_dict(assign=True)``; JAX: converted lazily,
+each leaf ``device_put`` then its NumPy copy dropped), so loading adds no second copy of the weights to the peak.
+
+Timing: per task one PyTorch worker and, in turn, one JAX worker per variant (``--variants``). Variants: the XLA
+flags, "default" (XLA_FLAGS without the flag) or "no-ynn" (``--xla_cpu_experimental_ynn_fusion_type=``,
+jaxir.runtime's default), optionally with changes proposed for jaxir and applied here at run time, jaxir's files
+untouched: "+chunk512" replaces ``jaxir.layers.attention`` in the UNet and VAE modules by
+:func:`chunked_attention` (query chunks of 512, normalised after P·V), "+trim" calls glibc ``malloc_trim(0)``
+after loading and after compiling. Both workers are set up (JAX: ``jit(...).lower().compile()``, timed
+separately), called once each (warm-up), then called alternately ``--repeats`` times (who goes first alternates).
+The table gives min and median wall time per call; ``os.getloadavg()`` is recorded at every round. PyTorch:
+``torch.set_num_threads(2)``, ``torch.inference_mode()``.
+Agreement: max |jax − torch| / max |torch| of the outputs of the last call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+FLAG = "--xla_cpu_experimental_ynn_fusion_type="
+VARIANTS = ("default", "no-ynn", "default+chunk512+trim", "no-ynn+chunk512+trim")
+SEED = 0
+SCALE = 0.18215
+TOKENS = 77
+
+
+# ---- configurations ------------------------------------------------------------------------------------------------
+
+def diffusers_kwargs(tiny: bool) -> dict:
+    """Constructor arguments of the diffusers models (full: SD 2.1-base; tiny: small widths, same structure)."""
+    widths, heads, ctx = ((32, 64, 64, 64), (4, 8, 8, 8), 64) if tiny else \
+        ((320, 640, 1280, 1280), (5, 10, 20, 20), 1024)
+    common = dict(block_out_channels=widths, layers_per_block=2, attention_head_dim=heads, cross_attention_dim=ctx,
+                  use_linear_projection=True,
+                  down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",))
+    unet = dict(common, sample_size=64, in_channels=4, out_channels=4,
+                up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    controlnet = dict(common, in_channels=8, conditioning_channels=3)
+    vae = dict(block_out_channels=(32, 32, 64, 64) if tiny else (128, 256, 512, 512), layers_per_block=2,
+               down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+               latent_channels=4, norm_num_groups=32, in_channels=3, out_channels=3, scaling_factor=SCALE)
+    return dict(unet=unet, controlnet=controlnet, vae=vae, context_dim=ctx)
+
+
+def jaxir_configs(tiny: bool):
+    from jaxir.models.controlnet import ControlNetConfig
+    from jaxir.models.unet import UNetConfig
+    from jaxir.models.vae import VAEConfig
+
+    if tiny:
+        unet = UNetConfig(model_channels=32, channel_mult=(1, 2, 2, 2), num_head_channels=8, context_dim=64)
+        vae = VAEConfig(ch=32, ch_mult=(1, 1, 2, 2))
+    else:
+        unet, vae = UNetConfig.sd21_base(), VAEConfig.sd()
+    return unet, ControlNetConfig(unet, hint_channels=4, hint_mode="concat"), vae
+
+
+def inputs(what: str, size: int, batch: int, context_dim: int) -> dict:
+    """NHWC float32 inputs, the same on both sides (seeded)."""
+    rng = np.random.default_rng(1234 + size)
+    if what == "unet":
+        return dict(x=rng.standard_normal((batch, size, size, 4), dtype=np.float32),
+                    hint=rng.standard_normal((batch, size, size, 4), dtype=np.float32),
+                    t=np.full((batch,), 500, np.int64),
+                    ctx=rng.standard_normal((batch, TOKENS, context_dim), dtype=np.float32))
+    if what == "vae-encode":
+        return dict(x=rng.random((batch, size, size, 3), dtype=np.float32))
+    return dict(z=rng.standard_normal((batch, size // 8, size // 8, 4), dtype=np.float32))
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def reset_peak_rss() -> None:
+    """Restart the peak-RSS count (Linux ``clear_refs`` 5; ``ru_maxrss`` restarts too)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# ---- weights: created once, one .npy per tensor -------------------------------------------------------------------
+
+def prepare(cache: Path, tiny: bool) -> None:
+    """diffusers modules with random weights everywhere (zero-initialised layers and norms included): matrices and
+    kernels N(0, 1/fan_in), norm scales 1 + 0.1·N, biases 0.1·N; one generator per model, seeded."""
+    import math
+
+    import diffusers
+    import torch
+
+    kw = diffusers_kwargs(tiny)
+    counts = {}
+    for seed, (name, cls) in enumerate((("unet", diffusers.UNet2DConditionModel),
+                                        ("controlnet", diffusers.ControlNetModel),
+                                        ("vae", diffusers.AutoencoderKL))):
+        torch.manual_seed(SEED + seed)
+        model = cls(**kw[name])
+        if name == "controlnet":
+            del model.controlnet_cond_embedding   # IRControlNet has no hint network (see ZeroHint)
+        gen = torch.Generator().manual_seed(SEED + seed)
+        out = cache / name
+        tmp = cache / (name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        keys = []
+        with torch.no_grad():
+            for key, p in model.named_parameters():
+                noise = torch.randn(p.shape, generator=gen)
+                if p.ndim > 1:
+                    value = noise / math.sqrt(p[0].numel())
+                elif key.endswith("weight"):
+                    value = 1 + 0.1 * noise
+                else:
+                    value = 0.1 * noise
+                np.save(tmp / f"{key}.npy", value.numpy().astype(np.float32))
+                keys.append(key)
+        assert len(keys) == len(model.state_dict()), "no buffers expected"
+        (tmp / "keys.json").write_text(json.dumps(keys))
+        counts[name] = sum(p.numel() for p in model.parameters())
+        del model
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        print(f"  prepared {name}: {counts[name]:,} parameters", file=sys.stderr, flush=True)
+    (cache / "manifest.json").write_text(json.dumps(dict(tiny=tiny, seed=SEED, counts=counts, kwargs=kw)))
+
+
+class NpyDir(Mapping):
+    """A read-only ``{key: ndarray}`` view of a prepared folder that reads each tensor when asked (no mmap)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.keys_ = json.loads((folder / "keys.json").read_text())
+
+    def __getitem__(self, key):
+        return np.load(self.folder / f"{key}.npy")
+
+    def __iter__(self):
+        return iter(self.keys_)
+
+    def __len__(self):
+        return len(self.keys_)
+
+
+# ---- JAX variants (proposals measured here; jaxir itself is unchanged) ----------------------------------------------
+
+def malloc_trim() -> None:
+    """Give the heap that loading and compiling freed back to the OS (glibc)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def chunked_attention(chunk: int):
+    """A drop-in for ``jaxir.layers.attention`` (non-causal): softmax(q·kᵀ/√d)·v computed over query chunks of
+    ``chunk`` tokens (``lax.map``; logits chunk × keys per head instead of queries × keys), each chunk normalised
+    after the product with v (``(exp(l − max)·v) / Σ exp(l − max)``: the division on (chunk, d), not on the
+    logits). Sequences of at most ``chunk`` queries (or not a multiple of it) take the same formula unchunked."""
+    import jax
+    import jax.numpy as jnp
+
+    def one(q, k, v, heads):
+        b, tq, c = q.shape
+        d = c // heads
+        qh = q.reshape(b, tq, heads, d) * (d ** -0.5)
+        kh, vh = (z.reshape(z.shape[0], z.shape[1], heads, d) for z in (k, v))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", qh, kh)
+        p = jnp.exp(logits - logits.max(-1, keepdims=True))
+        out = jnp.einsum("bhqk,bkhd->bqhd", p, vh) / jnp.swapaxes(p.sum(-1), 1, 2)[..., None]
+        return out.reshape(b, tq, c)
+
+    def attention(q, k, v, heads: int, causal: bool = False):
+        assert not causal
+        b, tq, c = q.shape
+        if tq <= chunk or tq % chunk:
+            return one(q, k, v, heads)
+        qs = q.reshape(b, tq // chunk, chunk, c).swapaxes(0, 1)
+        return jax.lax.map(lambda qc: one(qc, k, v, heads), qs).swapaxes(0, 1).reshape(b, tq, c)
+
+    return attention
+
+
+# ---- workers ------------------------------------------------------------------------------------------------------
+
+class TorchSide:
+    def __init__(self, args, cache: Path):
+        import diffusers
+        import torch
+
+        torch.set_num_threads(2)
+        self.torch = torch
+        self.rss_imports = current_rss_bytes()
+        kw = diffusers_kwargs(args.tiny)
+        t0 = time.perf_counter()
+
+        def load(cls, name, kwargs, edit=None):
+            with torch.device("meta"):
+                model = cls(**kwargs)
+            if edit:
+                edit(model)
+            state = {k: torch.from_numpy(v) for k, v in NpyDir(cache / name).items()}
+            model.load_state_dict(state, strict=True, assign=True)
+            return model.eval()
+
+        data = inputs(args.what, args.size, args.batch, kw["context_dim"])
+        nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+        if args.what == "unet":
+            class ZeroHint(torch.nn.Module):
+                """Stands for the hint network IRControlNet lacks: adds nothing to ``conv_in``'s output."""
+
+                def forward(self, cond):
+                    return torch.zeros((), dtype=cond.dtype)
+
+            def no_hint(m):
+                m.controlnet_cond_embedding = ZeroHint()
+
+            unet = load(diffusers.UNet2DConditionModel, "unet", kw["unet"])
+            control = load(diffusers.ControlNetModel, "controlnet", kw["controlnet"], no_hint)
+            self.params = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in control.parameters())
+            x, hint, ctx = nchw(data["x"]), nchw(data["hint"]), torch.from_numpy(data["ctx"])
+            t = torch.from_numpy(data["t"])
+
+            def step():
+                down, mid = control(torch.cat([x, hint], dim=1), t, encoder_hidden_states=ctx, controlnet_cond=x,
+                                    conditioning_scale=1.0, return_dict=False)
+                return unet(x, t, encoder_hidden_states=ctx, down_block_additional_residuals=down,
+                            mid_block_additional_residual=mid, return_dict=False)[0]
+        else:
+            vae = load(diffusers.AutoencoderKL, "vae", kw["vae"])
+            self.params = sum(p.numel() for p in vae.parameters())
+            if args.what == "vae-encode":
+                x = nchw(data["x"])
+
+                def step():
+                    return vae.encode(2 * x - 1).latent_dist.mode() * SCALE
+            else:
+                z = nchw(data["z"])
+
+                def step():
+                    return vae.decode(z / SCALE).sample
+        self.load_s = time.perf_counter() - t0
+        self.step = step
+        self.compile_s = None
+        self.extra = {}
+
+    def run(self):
+        with self.torch.inference_mode():
+            return self.step()
+
+    def to_numpy(self, out):
+        return out.numpy().transpose(0, 2, 3, 1)
+
+
+class JaxSide:
+    def __init__(self, args, cache: Path):
+        import jax
+        import jax.numpy as jnp
+        from flax import traverse_util
+
+        sys.path.insert(0, str(ROOT))
+        from checkpoints_conversion.unet_keys import convert_controlnet, convert_unet
+        from checkpoints_conversion.vae_keys import convert_vae
+        from jaxir.models.controlnet import ControlNet
+        from jaxir.models.unet import UNetModel
+        from jaxir.models.vae import AutoencoderKL
+
+        self.jax = jax
+        self.rss_imports = current_rss_bytes()
+        options = args.variant.split("+")[1:]
+        for option in options:
+            if option.startswith("chunk"):
+                import jaxir.models.unet
+                import jaxir.models.vae
+
+                jaxir.models.unet.attention = jaxir.models.vae.attention = chunked_attention(int(option[5:]))
+            elif option != "trim":
+                raise SystemExit(f"unknown variant option {option!r}")
+        unet_cfg, control_cfg, vae_cfg = jaxir_configs(args.tiny)
+        kw = diffusers_kwargs(args.tiny)
+
+        def to_device(tree):
+            """Leaf by leaf, dropping each NumPy array once it is on the device (no second copy at the peak)."""
+            flat = traverse_util.flatten_dict(tree)
+            tree.clear()
+            for k in list(flat):
+                flat[k] = jax.device_put(flat[k])
+            return traverse_util.unflatten_dict(flat)
+
+        t0 = time.perf_counter()
+        data = {k: jnp.asarray(v) for k, v in inputs(args.what, args.size, args.batch, kw["context_dim"]).items()}
+        if args.what == "unet":
+            unet_params = to_device(convert_unet(NpyDir(cache / "unet"), unet_cfg, layout="diffusers"))
+            control_params = to_device(convert_controlnet(NpyDir(cache / "controlnet"), control_cfg,
+                                                          layout="diffusers"))
+            unet, control = UNetModel(unet_cfg), ControlNet(control_cfg)
+            scales = jnp.ones((control_cfg.num_outputs,), jnp.float32)
+
+            def step(unet_params, control_params, x, hint, t, ctx, scales):
+                features = control.apply({"params": control_params}, x, hint, t, ctx, control_scales=scales)
+                return unet.apply({"params": unet_params}, x, t, ctx, control=features)
+
+            self.args = (unet_params, control_params, data["x"], data["hint"], data["t"], data["ctx"], scales)
+            params = (unet_params, control_params)
+        else:
+            vae_params = to_device(convert_vae(NpyDir(cache / "vae"), vae_cfg, layout="diffusers"))
+            model = AutoencoderKL(vae_cfg)
+            method = "encode_latent" if args.what == "vae-encode" else "decode"
+
+            def step(vae_params, inp):
+                return model.apply({"params": vae_params}, inp, method=method)
+
+            self.args = (vae_params, data["x"] if args.what == "vae-encode" else data["z"])
+            params = vae_params
+        self.params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
+        self.load_s = time.perf_counter() - t0
+        if "trim" in options:
+            malloc_trim()
+        t0 = time.perf_counter()
+        lowered = jax.jit(step).lower(*self.args)
+        self.compiled = lowered.compile()
+        self.compile_s = time.perf_counter() - t0
+        text = self.compiled.as_text()
+        mem = self.compiled.memory_analysis()
+        self.extra = dict(ynn_fusions=text.count("__ynn_fusion"), hlo_chars=len(text),
+                          xla_flags=os.environ.get("XLA_FLAGS", ""))
+        if mem is not None:
+            for f in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+                      "generated_code_size_in_bytes"):
+                self.extra[f] = getattr(mem, f, None)
+        if args.dump_hlo:
+            Path(args.dump_hlo).write_text(text)
+        del text, lowered
+        if "trim" in options:
+            malloc_trim()
+
+    def run(self):
+        return self.jax.block_until_ready(self.compiled(*self.args))
+
+    def to_numpy(self, out):
+        return np.asarray(out)
+
+
+def worker(args) -> None:
+    """Answer JSON-line commands from the parent on the original stdout (everything else printed goes to stderr)."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    cache = Path(args.cache_dir)
+    side = out = None
+    peak_setup = 0
+
+    def reply(**kw):
+        proto.write(json.dumps(kw) + "\n")
+
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        try:
+            name = cmd["cmd"]
+            if name == "setup":
+                side = (TorchSide if args.side == "torch" else JaxSide)(args, cache)
+                peak_setup = peak_rss_bytes()
+                reset_peak_rss()   # from here on ru_maxrss counts the calls only
+                reply(load_s=side.load_s, compile_s=side.compile_s, params=side.params,
+                      rss_imports=side.rss_imports, rss_loaded=current_rss_bytes(), peak_setup=peak_setup,
+                      extra=side.extra)
+            elif name == "run":
+                t, c = time.perf_counter(), time.process_time()
+                out = side.run()
+                reply(wall=time.perf_counter() - t, cpu=time.process_time() - c, load=os.getloadavg())
+            elif name == "save":
+                np.save(cmd["path"], side.to_numpy(out))
+                reply(ok=True)
+            elif name == "finish":
+                reply(peak_runs=peak_rss_bytes(), peak_rss=max(peak_rss_bytes(), peak_setup),
+                      rss_now=current_rss_bytes())
+                return
+            else:
+                reply(error=f"unknown command {name}")
+        except Exception:  # report to the parent, which stops
+            reply(error=traceback.format_exc())
+            return
+
+
+class Worker:
+    """A worker process and its pipe."""
+
+    def __init__(self, side: str, what: str, size: int, args, variant: str | None = None):
+        env = dict(os.environ)
+        flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith(FLAG)]
+        if variant and variant.split("+")[0] == "no-ynn":
+            flags.append(FLAG)
+        if flags:
+            env["XLA_FLAGS"] = " ".join(flags)
+        else:
+            env.pop("XLA_FLAGS", None)
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)   # compile from scratch
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--what", what, "--size", str(size),
+               "--batch", str(args.batch), "--cache-dir", str(args.cache_dir)]
+        if args.tiny:
+            cmd.append("--tiny")
+        if variant:
+            cmd += ["--variant", variant]
+        if args.dump_hlo and side == "jax":
+            cmd += ["--dump-hlo", f"{args.dump_hlo}_{what}_{size}_{variant}.txt"]
+        self.name = f"{side}{'/' + variant if variant else ''} {what} {size}"
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def __call__(self, cmd: str, **kw) -> dict:
+        self.proc.stdin.write(json.dumps(dict(cmd=cmd, **kw)) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.name} died (exit code {self.proc.wait()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"worker {self.name}: {answer['error']}")
+        return answer
+
+    def finish(self) -> dict:
+        answer = self("finish")
+        self.proc.wait()
+        return answer
+
+
+# ---- the parent ---------------------------------------------------------------------------------------------------
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def load_str(load) -> str:
+    return "/".join(f"{v:.2f}" for v in load)
+
+
+def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(ours.astype(np.float64) - ref).max() / np.abs(ref).max())
+
+
+def run_task(what: str, size: int, repeats: int, args, tmp: Path) -> list[dict]:
+    """One PyTorch worker; one JAX worker per variant in turn, timed alternately with it."""
+    print(f"\n## {what} {size}: PyTorch setup", flush=True)
+    torch_w = Worker("torch", what, size, args)
+    torch_setup = torch_w("setup")
+    print(f"  torch: {torch_setup['params']:,} parameters, load {torch_setup['load_s']:.1f} s, "
+          f"RSS after imports {gib(torch_setup['rss_imports'])} GiB, loaded {gib(torch_setup['rss_loaded'])} GiB",
+          flush=True)
+    first = torch_w("run")
+    print(f"  torch first call {first['wall']:.2f} s (load {load_str(first['load'])})", flush=True)
+    ref_path = tmp / f"torch_{what}_{size}.npy"
+    torch_w("save", path=str(ref_path))
+    torch_times_all = []
+    rows = []
+    try:
+        for variant in args.variants:
+            jax_w = Worker("jax", what, size, args, variant)
+            js = jax_w("setup")
+            print(f"  jax/{variant}: {js['params']:,} parameters, load {js['load_s']:.1f} s, compile "
+                  f"{js['compile_s']:.1f} s, RSS after imports {gib(js['rss_imports'])} GiB, loaded "
+                  f"{gib(js['rss_loaded'])} GiB; {json.dumps(js['extra'])}", flush=True)
+            jfirst = jax_w("run")
+            print(f"  jax/{variant} first call {jfirst['wall']:.2f} s", flush=True)
+            tt, jt, loads, tcpu, jcpu = [], [], [], [], []
+            for r in range(repeats):
+                order = (("torch", torch_w), ("jax", jax_w)) if r % 2 == 0 else (("jax", jax_w), ("torch", torch_w))
+                got = {}
+                for side, w in order:
+                    got[side] = w("run")
+                tt.append(got["torch"]["wall"])
+                jt.append(got["jax"]["wall"])
+                tcpu.append(got["torch"]["cpu"])
+                jcpu.append(got["jax"]["cpu"])
+                loads.append(got[order[-1][0]]["load"])
+                print(f"  round {r + 1}/{repeats}: torch {tt[-1]:.3f} s, jax/{variant} {jt[-1]:.3f} s "
+                      f"(ratio {tt[-1] / jt[-1]:.2f}), load {load_str(loads[-1])}", flush=True)
+            out_path = tmp / f"jax_{what}_{size}_{variant}.npy"
+            jax_w("save", path=str(out_path))
+            jfin = jax_w.finish()
+            err = rel_err(np.load(out_path), np.load(ref_path))
+            print(f"  jax/{variant}: peak RSS {gib(jfin['peak_rss'])} GiB (calls only {gib(jfin['peak_runs'])} GiB; "
+                  f"load + compile {gib(js['peak_setup'])} GiB); max |jax − torch| / max |torch| = "
+                  f"{err:.2e}", flush=True)
+            torch_times_all += tt
+            rows.append(dict(what=what, size=size, variant=variant, torch=tt, jax=jt, torch_cpu=tcpu, jax_cpu=jcpu,
+                             loads=loads, jax_setup=js, jax_first=jfirst["wall"], jax_peak=jfin["peak_rss"],
+                             jax_peak_runs=jfin["peak_runs"],
+                             err=err, torch_setup=torch_setup, torch_first=first["wall"]))
+    finally:
+        tfin = torch_w.finish()
+    print(f"  torch: peak RSS {gib(tfin['peak_rss'])} GiB (calls only {gib(tfin['peak_runs'])} GiB)", flush=True)
+    for row in rows:
+        row["torch_peak"], row["torch_peak_runs"] = tfin["peak_rss"], tfin["peak_runs"]
+    return rows
+
+
+LABELS = {"unet": "ControlNet + UNet step (latent)", "vae-encode": "VAE encode (image)",
+          "vae-decode": "VAE decode (image)"}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| what | size | JAX variant | torch s (min / median) | jax s (min / median) | ratio torch/jax (min) "
+             "| CPU s torch / jax (min) | peak RSS torch (GiB) | peak RSS jax (GiB) | ratio jax/torch | jax compile s | max rel. err | load (1/5/15 min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tmin, jmin = min(r["torch"]), min(r["jax"])
+        tmed, jmed = statistics.median(r["torch"]), statistics.median(r["jax"])
+        lines.append(
+            f"| {LABELS[r['what']]} | {r['size']}² | {r['variant']} | {tmin:.3f} / {tmed:.3f} | {jmin:.3f} / "
+            f"{jmed:.3f} | {tmin / jmin:.2f} | {min(r['torch_cpu']):.2f} / {min(r['jax_cpu']):.2f} | {gib(r['torch_peak'])} | {gib(r['jax_peak'])} | "
+            f"{r['jax_peak'] / r['torch_peak']:.2f} | {r['jax_setup']['compile_s']:.1f} | {r['err']:.1e} | "
+            f"{load_str(r['loads'][-1])} |")
+    return "\n".join(lines)
+
+
+def details(rows: list[dict]) -> str:
+    lines = ["| what | size | JAX variant | torch CPU s (min) | jax CPU s (min) | torch first call s | jax first call s "
+             "| RSS after imports torch / jax (GiB) | RSS after setup torch / jax (GiB) "
+             "| peak RSS of the setup torch / jax (GiB) | peak RSS of the calls torch / jax (GiB) | params torch / jax "
+             "| XLA temp (GiB) | ynn fusions |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ts, js = r["torch_setup"], r["jax_setup"]
+        temp = js["extra"].get("temp_size_in_bytes")
+        lines.append(
+            f"| {r['what']} | {r['size']}² | {r['variant']} | {min(r['torch_cpu']):.2f} | {min(r['jax_cpu']):.2f} | "
+            f"{r['torch_first']:.2f} | {r['jax_first']:.2f} | {gib(ts['rss_imports'])} / {gib(js['rss_imports'])} | "
+            f"{gib(ts['rss_loaded'])} / {gib(js['rss_loaded'])} | {gib(ts['peak_setup'])} / {gib(js['peak_setup'])} | "
+            f"{gib(r['torch_peak_runs'])} / {gib(r['jax_peak_runs'])} | {ts['params']:,} / {js['params']:,} | "
+            f"{gib(temp) if temp is not None else '?'} | {js['extra'].get('ynn_fusions')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="only the latent-32² step and VAE 256², 1 round")
+    p.add_argument("--tiny", action="store_true", help="small channel widths (same structure)")
+    p.add_argument("--repeats", type=int, help="timed rounds (default: 5 at latent 32²/VAE 256², 3 above)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--what", default=None, help="comma-separated tasks among unet, vae-encode, vae-decode "
+                                                "(worker: one task)")
+    p.add_argument("--sizes", default=None, help="comma-separated sizes: latent sides for unet (32,64), image sides "
+                                                 "for the VAE (256,512)")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="JAX variants, comma-separated: default or no-ynn (XLA flags), optionally followed by "
+                        "+chunkN (attention over query chunks of N, normalised after P·V) and/or +trim "
+                        "(malloc_trim after loading and compiling); e.g. no-ynn+chunk512+trim")
+    p.add_argument("--cache-dir", default=None, help="prepared weights (default /tmp/jaxir_bench_ldm/<full|tiny>)")
+    p.add_argument("--out", default=None, help="markdown output (default benchmarks/results_ldm.md for a full run, "
+                                               "none for --quick/--tiny)")
+    p.add_argument("--dump-hlo", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--side", choices=("torch", "jax", "prepare"), help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="default", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.cache_dir = Path(args.cache_dir or f"/tmp/jaxir_bench_ldm/{'tiny' if args.tiny else 'full'}")
+    if args.side == "prepare":
+        prepare(args.cache_dir, args.tiny)
+        return
+    if args.side:
+        worker(args)
+        return
+
+    args.variants = args.variants.split(",")
+    tasks = []
+    whats = args.what.split(",") if args.what else ["unet", "vae-encode", "vae-decode"]
+    for what in whats:
+        default_sizes = (32, 64) if what == "unet" else (256, 512)
+        sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else default_sizes[:1 if args.quick else 2]
+        for size in sizes:
+            small = size == default_sizes[0]
+            tasks.append((what, size, args.repeats or (1 if args.quick else 5 if small else 3)))
+    command = "python " + " ".join([str(Path(sys.argv[0])), *sys.argv[1:]]) if argv is None else str(argv)
+    print(f"# bench_ldm: {command}; load {load_str(os.getloadavg())}", flush=True)
+
+    if not (args.cache_dir / "manifest.json").exists():
+        t0 = time.perf_counter()
+        print(f"preparing weights in {args.cache_dir} ...", flush=True)
+        subprocess.run([sys.executable, str(Path(__file__).resolve()), "--side", "prepare", "--cache-dir",
+                        str(args.cache_dir)] + (["--tiny"] if args.tiny else []), check=True)
+        print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
+    manifest = json.loads((args.cache_dir / "manifest.json").read_text())
+
+    tmp = args.cache_dir / "outputs"
+    tmp.mkdir(exist_ok=True)
+    rows = []
+    t_start = time.perf_counter()
+    for what, size, repeats in tasks:
+        rows += run_task(what, size, repeats, args, tmp)
+    elapsed = time.perf_counter() - t_start
+
+    import platform
+    from importlib.metadata import version
+
+    versions = {mod: version(mod) for mod in ("torch", "jax", "jaxlib", "flax", "diffusers")}
+    report = "\n".join([
+        "# bench_ldm: jaxir vs diffusers on CPU" + (" (tiny widths)" if args.tiny else ""),
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; batch {args.batch}, float32  ",
+        "Parameters (diffusers count): " + ", ".join(f"{k} {v:,}" for k, v in manifest["counts"].items()) + "  ",
+        f"Load averages at the start / end: {load_str(rows[0]['loads'][0])} / {load_str(os.getloadavg())}; "
+        f"total {elapsed / 60:.1f} min",
+        "",
+        table(rows),
+        "",
+        "Ratios: torch/jax of the minimum wall time (> 1: JAX faster; goal ≥ 1.3); CPU s: process CPU time of the call "
+        "(all threads; less disturbed by other processes than wall time, but blind to idle threads); jax/torch of the peak RSS "
+        "(goal ≤ 1.2). 'default': XLA_FLAGS unset; 'no-ynn': `XLA_FLAGS=" + FLAG + "` (jaxir.runtime's default); "
+        "'+chunk512': attention over query chunks of 512 normalised after P·V (bench_ldm.chunked_attention, "
+        "patched in at run time); '+trim': glibc malloc_trim(0) after loading and compiling. "
+        "The torch numbers of a row are the calls alternated with that row's JAX worker. Peak RSS is `ru_maxrss` of "
+        "the worker process over its life (imports, weights, JAX compilation, the calls); the details give the peak of "
+        "the setup (imports, weights, compilation) and of the calls alone (the count restarted after the setup via "
+        "`/proc/self/clear_refs`).",
+        "",
+        "Details:",
+        "",
+        details(rows),
+        "",
+    ])
+    print("\n" + report)
+    out = args.out or (None if (args.quick or args.tiny) else str(HERE / "results_ldm.md"))
+    if out:
+        Path(out).write_text(report)
+        print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
