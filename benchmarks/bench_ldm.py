@@ -30,7 +30,8 @@ Timing: per task one PyTorch worker and, in turn, one JAX worker per variant (``
 flags, "default" (XLA_FLAGS without the flag) or "no-ynn" (``--xla_cpu_experimental_ynn_fusion_type=``,
 jaxir.runtime's default), optionally with changes proposed for jaxir and applied here at run time, jaxir's files
 untouched: "+chunk512" replaces ``jaxir.layers.attention`` in the UNet and VAE modules by
-:func:`chunked_attention` (query chunks of 512, normalised after P·V), "+trim" calls glibc ``malloc_trim(0)``
+:func:`chunked_attention` (query chunks of 512, normalised after P·V), "+hmchunk256" the same with chunks of 256
+on q/k/v transposed heads-major, "+trim" calls glibc ``malloc_trim(0)``
 after loading and after compiling. Both workers are set up (JAX: ``jit(...).lower().compile()``, timed
 separately), called once each (warm-up), then called alternately ``--repeats`` times (who goes first alternates).
 The table gives min and median wall time per call; ``os.getloadavg()`` is recorded at every round. PyTorch:
@@ -195,11 +196,13 @@ def malloc_trim() -> None:
     ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def chunked_attention(chunk: int):
+def chunked_attention(chunk: int, heads_major: bool = False):
     """A drop-in for ``jaxir.layers.attention`` (non-causal): softmax(q·kᵀ/√d)·v computed over query chunks of
     ``chunk`` tokens (``lax.map``; logits chunk × keys per head instead of queries × keys), each chunk normalised
     after the product with v (``(exp(l − max)·v) / Σ exp(l − max)``: the division on (chunk, d), not on the
-    logits). Sequences of at most ``chunk`` queries (or not a multiple of it) take the same formula unchunked."""
+    logits). ``heads_major``: q, k, v are first transposed to (B, heads, T, d), so that both products are plain
+    batched matrix products. Sequences of at most ``chunk`` queries (or not a multiple of it) take the same formula
+    unchunked."""
     import jax
     import jax.numpy as jnp
 
@@ -213,13 +216,27 @@ def chunked_attention(chunk: int):
         out = jnp.einsum("bhqk,bkhd->bqhd", p, vh) / jnp.swapaxes(p.sum(-1), 1, 2)[..., None]
         return out.reshape(b, tq, c)
 
+    def one_heads_major(qh, kh, vh):   # (B, heads, T, d), q already scaled
+        logits = jnp.einsum("bhqd,bhkd->bhqk", qh, kh)
+        p = jnp.exp(logits - logits.max(-1, keepdims=True))
+        return jnp.einsum("bhqk,bhkd->bhqd", p, vh) / p.sum(-1)[..., None]
+
     def attention(q, k, v, heads: int, causal: bool = False):
         assert not causal
         b, tq, c = q.shape
+        if not heads_major:
+            if tq <= chunk or tq % chunk:
+                return one(q, k, v, heads)
+            qs = q.reshape(b, tq // chunk, chunk, c).swapaxes(0, 1)
+            return jax.lax.map(lambda qc: one(qc, k, v, heads), qs).swapaxes(0, 1).reshape(b, tq, c)
+        d = c // heads
+        qh, kh, vh = (jnp.swapaxes(z.reshape(z.shape[0], z.shape[1], heads, d), 1, 2) for z in (q * d ** -0.5, k, v))
         if tq <= chunk or tq % chunk:
-            return one(q, k, v, heads)
-        qs = q.reshape(b, tq // chunk, chunk, c).swapaxes(0, 1)
-        return jax.lax.map(lambda qc: one(qc, k, v, heads), qs).swapaxes(0, 1).reshape(b, tq, c)
+            out = one_heads_major(qh, kh, vh)
+        else:
+            qs = jnp.moveaxis(qh.reshape(b, heads, tq // chunk, chunk, d), 2, 0)
+            out = jnp.moveaxis(jax.lax.map(lambda qc: one_heads_major(qc, kh, vh), qs), 0, 2).reshape(b, heads, tq, d)
+        return jnp.swapaxes(out, 1, 2).reshape(b, tq, c)
 
     return attention
 
@@ -312,11 +329,13 @@ class JaxSide:
         self.rss_imports = current_rss_bytes()
         options = args.variant.split("+")[1:]
         for option in options:
-            if option.startswith("chunk"):
+            if option.startswith(("chunk", "hmchunk")):
                 import jaxir.models.unet
                 import jaxir.models.vae
 
-                jaxir.models.unet.attention = jaxir.models.vae.attention = chunked_attention(int(option[5:]))
+                hm = option.startswith("hm")
+                fn = chunked_attention(int(option[7 if hm else 5:]), heads_major=hm)
+                jaxir.models.unet.attention = jaxir.models.vae.attention = fn
             elif option != "trim":
                 raise SystemExit(f"unknown variant option {option!r}")
         unet_cfg, control_cfg, vae_cfg = jaxir_configs(args.tiny)
@@ -583,7 +602,8 @@ def main(argv=None) -> None:
                                                  "for the VAE (256,512)")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="JAX variants, comma-separated: default or no-ynn (XLA flags), optionally followed by "
-                        "+chunkN (attention over query chunks of N, normalised after P·V) and/or +trim "
+                        "+chunkN (attention over query chunks of N, normalised after P·V), +hmchunkN (the same on (B, heads, T, d) "
+                        "transposed q/k/v) and/or +trim "
                         "(malloc_trim after loading and compiling); e.g. no-ynn+chunk512+trim")
     p.add_argument("--cache-dir", default=None, help="prepared weights (default /tmp/jaxir_bench_ldm/<full|tiny>)")
     p.add_argument("--out", default=None, help="markdown output (default benchmarks/results_ldm.md for a full run, "
@@ -649,7 +669,7 @@ def main(argv=None) -> None:
         "(all threads; less disturbed by other processes than wall time, but blind to idle threads); jax/torch of the peak RSS "
         "(goal ≤ 1.2). 'default': XLA_FLAGS unset; 'no-ynn': `XLA_FLAGS=" + FLAG + "` (jaxir.runtime's default); "
         "'+chunk512': attention over query chunks of 512 normalised after P·V (bench_ldm.chunked_attention, "
-        "patched in at run time); '+trim': glibc malloc_trim(0) after loading and compiling. "
+        "patched in at run time); '+hmchunk256': the same over chunks of 256 of heads-major (B, heads, T, d) q/k/v; '+trim': glibc malloc_trim(0) after loading and compiling. "
         "The torch numbers of a row are the calls alternated with that row's JAX worker. Peak RSS is `ru_maxrss` of "
         "the worker process over its life (imports, weights, JAX compilation, the calls); the details give the peak of "
         "the setup (imports, weights, compilation) and of the calls alone (the count restarted after the setup via "
