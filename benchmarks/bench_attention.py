@@ -10,6 +10,7 @@ JAX variants (same maths, all jitted, inputs (B, T, heads·64) as jaxir's CrossA
   softmax         einsum logits, jax.nn.softmax, einsum
   deferred        einsum logits, p = exp(l − max), out = (p·v) / Σp: the division on (T, d) instead of (T, T)
   heads_major     deferred, q/k/v transposed to (B, heads, T, d) first
+  flashQxK        (--flash) heads-major, query chunks of Q × key blocks of K, online softmax (running max and sum)
   chunk{N}_X      variant X over query chunks of N tokens (lax.map): logits N×T per head
   unrolled{N}_X   the same chunks as a Python loop (independent ops, which XLA:CPU may run concurrently)
 Reported: min and median wall time, CPU time, XLA temp memory, max |Δ| against the jaxir variant.
@@ -38,6 +39,7 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--chunks", default="1024,512,256")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--flash", action="store_true", help="also the online-softmax (flash-style) variants")
     args = p.parse_args()
 
     import jax
@@ -76,6 +78,36 @@ def main():
         out = jnp.einsum("bhqk,bhkd->bhqd", pexp, vh) / pexp.sum(-1)[..., None]
         return jnp.swapaxes(out, 1, 2).reshape(q.shape[0], q.shape[1], -1)
 
+    def flash(qn, kn):
+        """heads-major, query chunks of qn (lax.map) × key blocks of kn (lax.scan) with the running max / sum of the
+        online softmax: the logits block (heads, qn, kn) stays small."""
+        def attn(q, k, v, heads):
+            b, tq, c = q.shape
+            qh, kh, vh = (jnp.swapaxes(split(z), 1, 2) for z in (q / np.sqrt(d), k, v))
+            ks = jnp.moveaxis(kh.reshape(b, h, s // kn, kn, d), 2, 0)
+            vs = jnp.moveaxis(vh.reshape(b, h, s // kn, kn, d), 2, 0)
+
+            def one(qc):
+                def body(carry, kv):
+                    m, l, acc = carry
+                    kb, vb = kv
+                    logits = jnp.einsum("bhqd,bhkd->bhqk", qc, kb)
+                    m_new = jnp.maximum(m, logits.max(-1))
+                    p = jnp.exp(logits - m_new[..., None])
+                    corr = jnp.exp(m - m_new)
+                    l = l * corr + p.sum(-1)
+                    acc = acc * corr[..., None] + jnp.einsum("bhqk,bhkd->bhqd", p, vb)
+                    return (m_new, l, acc), None
+                init = (jnp.full(qc.shape[:3], -jnp.inf, qc.dtype), jnp.zeros(qc.shape[:3], qc.dtype),
+                        jnp.zeros(qc.shape, qc.dtype))
+                (_, l, acc), _ = jax.lax.scan(body, init, (ks, vs))
+                return acc / l[..., None]
+
+            qs = jnp.moveaxis(qh.reshape(b, h, tq // qn, qn, d), 2, 0)
+            out = jnp.moveaxis(jax.lax.map(one, qs), 0, 2).reshape(b, h, tq, d)
+            return jnp.swapaxes(out, 1, 2).reshape(b, tq, c)
+        return attn
+
     def chunked(fn, n):
         def attn(q, k, v, heads):
             qs = q.reshape(q.shape[0], q.shape[1] // n, n, q.shape[2]).swapaxes(0, 1)
@@ -90,6 +122,9 @@ def main():
         return attn
 
     variants = {"jaxir": attention, "softmax": softmax_attn, "deferred": deferred_attn, "heads_major": heads_major}
+    for qn, kn in ((256, 1024), (512, 512), (256, 512), (1024, 1024)):
+        if t % qn == 0 and s % kn == 0 and args.flash:
+            variants[f"flash{qn}x{kn}"] = flash(qn, kn)
     for n in [int(c) for c in args.chunks.split(",") if c]:
         if t % n == 0 and n < t:
             variants[f"chunk{n}_jaxir"] = chunked(attention, n)

@@ -31,7 +31,7 @@ flags, "default" (XLA_FLAGS without the flag) or "no-ynn" (``--xla_cpu_experimen
 jaxir.runtime's default), optionally with changes proposed for jaxir and applied here at run time, jaxir's files
 untouched: "+chunk512" replaces ``jaxir.layers.attention`` in the UNet and VAE modules by
 :func:`chunked_attention` (query chunks of 512, normalised after P·V), "+hmchunk256" the same with chunks of 256
-on q/k/v transposed heads-major, "+trim" calls glibc ``malloc_trim(0)``
+on q/k/v transposed heads-major, "+flash512x512" :func:`flash_attention` (online softmax over key blocks), "+trim" calls glibc ``malloc_trim(0)``
 after loading and after compiling. Both workers are set up (JAX: ``jit(...).lower().compile()``, timed
 separately), called once each (warm-up), then called alternately ``--repeats`` times (who goes first alternates).
 The table gives min and median wall time per call; ``os.getloadavg()`` is recorded at every round. PyTorch:
@@ -241,6 +241,47 @@ def chunked_attention(chunk: int, heads_major: bool = False):
     return attention
 
 
+def flash_attention(q_chunk: int, k_chunk: int):
+    """A drop-in for ``jaxir.layers.attention`` (non-causal), flash-style: q, k, v heads-major (B, heads, T, d);
+    query chunks of ``q_chunk`` (``lax.map``), and for each a ``lax.scan`` over key blocks of ``k_chunk`` keeping
+    the running max, the running sum and the unnormalised output (online softmax), so that one logits block is
+    (heads, q_chunk, k_chunk). A length that is not a larger multiple of its chunk is taken whole."""
+    import jax
+    import jax.numpy as jnp
+
+    def attention(q, k, v, heads: int, causal: bool = False):
+        assert not causal
+        b, tq, c = q.shape
+        s = k.shape[1]
+        d = c // heads
+        qn = q_chunk if tq > q_chunk and tq % q_chunk == 0 else tq
+        kn = k_chunk if s > k_chunk and s % k_chunk == 0 else s
+        qh, kh, vh = (jnp.swapaxes(z.reshape(z.shape[0], z.shape[1], heads, d), 1, 2) for z in (q * d ** -0.5, k, v))
+        ks = jnp.moveaxis(kh.reshape(b, heads, s // kn, kn, d), 2, 0)
+        vs = jnp.moveaxis(vh.reshape(b, heads, s // kn, kn, d), 2, 0)
+
+        def one(qc):
+            def body(carry, kv):
+                m, l, acc = carry
+                logits = jnp.einsum("bhqd,bhkd->bhqk", qc, kv[0])
+                m_new = jnp.maximum(m, logits.max(-1))
+                p = jnp.exp(logits - m_new[..., None])
+                corr = jnp.exp(m - m_new)
+                acc = acc * corr[..., None] + jnp.einsum("bhqk,bhkd->bhqd", p, kv[1])
+                return (m_new, l * corr + p.sum(-1), acc), None
+
+            init = (jnp.full(qc.shape[:3], -jnp.inf, qc.dtype), jnp.zeros(qc.shape[:3], qc.dtype),
+                    jnp.zeros(qc.shape, qc.dtype))
+            (_, l, acc), _ = jax.lax.scan(body, init, (ks, vs))
+            return acc / l[..., None]
+
+        qs = jnp.moveaxis(qh.reshape(b, heads, tq // qn, qn, d), 2, 0)
+        out = jnp.moveaxis(jax.lax.map(one, qs), 0, 2).reshape(b, heads, tq, d)
+        return jnp.swapaxes(out, 1, 2).reshape(b, tq, c)
+
+    return attention
+
+
 # ---- workers ------------------------------------------------------------------------------------------------------
 
 class TorchSide:
@@ -264,7 +305,9 @@ class TorchSide:
             return model.eval()
 
         data = inputs(args.what, args.size, args.batch, kw["context_dim"])
-        nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
+        def nchw(a):
+            return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+
         if args.what == "unet":
             class ZeroHint(torch.nn.Module):
                 """Stands for the hint network IRControlNet lacks: adds nothing to ``conv_in``'s output."""
@@ -329,7 +372,13 @@ class JaxSide:
         self.rss_imports = current_rss_bytes()
         options = args.variant.split("+")[1:]
         for option in options:
-            if option.startswith(("chunk", "hmchunk")):
+            if option.startswith("flash"):
+                import jaxir.models.unet
+                import jaxir.models.vae
+
+                qn, kn = (int(n) for n in option[5:].split("x"))
+                jaxir.models.unet.attention = jaxir.models.vae.attention = flash_attention(qn, kn)
+            elif option.startswith(("chunk", "hmchunk")):
                 import jaxir.models.unet
                 import jaxir.models.vae
 
@@ -438,7 +487,7 @@ def worker(args) -> None:
                 return
             else:
                 reply(error=f"unknown command {name}")
-        except Exception:  # report to the parent, which stops
+        except Exception:  # noqa: BLE001 (reported to the parent, which stops)
             reply(error=traceback.format_exc())
             return
 
@@ -559,8 +608,9 @@ LABELS = {"unet": "ControlNet + UNet step (latent)", "vae-encode": "VAE encode (
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| what | size | JAX variant | torch s (min / median) | jax s (min / median) | ratio torch/jax (min) "
-             "| CPU s torch / jax (min) | peak RSS torch (GiB) | peak RSS jax (GiB) | ratio jax/torch | jax compile s | max rel. err | load (1/5/15 min) |",
+    lines = [("| what | size | JAX variant | torch s (min / median) | jax s (min / median) | ratio torch/jax (min) "
+              "| CPU s torch / jax (min) | peak RSS torch (GiB) | peak RSS jax (GiB) | ratio jax/torch | jax compile s "
+              "| max rel. err | load (1/5/15 min) |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         tmin, jmin = min(r["torch"]), min(r["jax"])
@@ -574,10 +624,10 @@ def table(rows: list[dict]) -> str:
 
 
 def details(rows: list[dict]) -> str:
-    lines = ["| what | size | JAX variant | torch CPU s (min) | jax CPU s (min) | torch first call s | jax first call s "
-             "| RSS after imports torch / jax (GiB) | RSS after setup torch / jax (GiB) "
-             "| peak RSS of the setup torch / jax (GiB) | peak RSS of the calls torch / jax (GiB) | params torch / jax "
-             "| XLA temp (GiB) | ynn fusions |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| what | size | JAX variant | torch CPU s (min) | jax CPU s (min) | torch first call s | jax first call s "
+              "| RSS after imports torch / jax (GiB) | RSS after setup torch / jax (GiB) "
+              "| peak RSS of the setup torch / jax (GiB) | peak RSS of the calls torch / jax (GiB) | params torch / jax "
+              "| XLA temp (GiB) | ynn fusions |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ts, js = r["torch_setup"], r["jax_setup"]
         temp = js["extra"].get("temp_size_in_bytes")
@@ -598,12 +648,12 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--what", default=None, help="comma-separated tasks among unet, vae-encode, vae-decode "
                                                 "(worker: one task)")
-    p.add_argument("--sizes", default=None, help="comma-separated sizes: latent sides for unet (32,64), image sides "
-                                                 "for the VAE (256,512)")
+    p.add_argument("--sizes", default=None, help="comma-separated latent sides for unet (default 32,64)")
+    p.add_argument("--vae-sizes", default=None, help="comma-separated image sides for the VAE (default 256,512)")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="JAX variants, comma-separated: default or no-ynn (XLA flags), optionally followed by "
                         "+chunkN (attention over query chunks of N, normalised after P·V), +hmchunkN (the same on (B, heads, T, d) "
-                        "transposed q/k/v) and/or +trim "
+                        "transposed q/k/v), +flashQxK (online softmax, query chunks Q, key blocks K) and/or +trim "
                         "(malloc_trim after loading and compiling); e.g. no-ynn+chunk512+trim")
     p.add_argument("--cache-dir", default=None, help="prepared weights (default /tmp/jaxir_bench_ldm/<full|tiny>)")
     p.add_argument("--out", default=None, help="markdown output (default benchmarks/results_ldm.md for a full run, "
@@ -626,7 +676,8 @@ def main(argv=None) -> None:
     whats = args.what.split(",") if args.what else ["unet", "vae-encode", "vae-decode"]
     for what in whats:
         default_sizes = (32, 64) if what == "unet" else (256, 512)
-        sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else default_sizes[:1 if args.quick else 2]
+        given = args.sizes if what == "unet" else args.vae_sizes
+        sizes = [int(s) for s in given.split(",")] if given else default_sizes[:1 if args.quick else 2]
         for size in sizes:
             small = size == default_sizes[0]
             tasks.append((what, size, args.repeats or (1 if args.quick else 5 if small else 3)))
@@ -660,8 +711,8 @@ def main(argv=None) -> None:
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
         + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; batch {args.batch}, float32  ",
         "Parameters (diffusers count): " + ", ".join(f"{k} {v:,}" for k, v in manifest["counts"].items()) + "  ",
-        f"Load averages at the start / end: {load_str(rows[0]['loads'][0])} / {load_str(os.getloadavg())}; "
-        f"total {elapsed / 60:.1f} min",
+        (f"Load averages at the start / end: {load_str(rows[0]['loads'][0])} / {load_str(os.getloadavg())}; "
+         f"total {elapsed / 60:.1f} min"),
         "",
         table(rows),
         "",
@@ -669,7 +720,7 @@ def main(argv=None) -> None:
         "(all threads; less disturbed by other processes than wall time, but blind to idle threads); jax/torch of the peak RSS "
         "(goal ≤ 1.2). 'default': XLA_FLAGS unset; 'no-ynn': `XLA_FLAGS=" + FLAG + "` (jaxir.runtime's default); "
         "'+chunk512': attention over query chunks of 512 normalised after P·V (bench_ldm.chunked_attention, "
-        "patched in at run time); '+hmchunk256': the same over chunks of 256 of heads-major (B, heads, T, d) q/k/v; '+trim': glibc malloc_trim(0) after loading and compiling. "
+        "patched in at run time); '+hmchunk256': the same over chunks of 256 of heads-major (B, heads, T, d) q/k/v; '+flashQxK': online softmax, query chunks of Q × key blocks of K (bench_ldm.flash_attention); '+trim': glibc malloc_trim(0) after loading and compiling. "
         "The torch numbers of a row are the calls alternated with that row's JAX worker. Peak RSS is `ru_maxrss` of "
         "the worker process over its life (imports, weights, JAX compilation, the calls); the details give the peak of "
         "the setup (imports, weights, compilation) and of the calls alone (the count restarted after the setup via "

@@ -15,11 +15,15 @@ process; prints one JSON summary line (prefixed ``RESULT``) and, with ``--trace`
 * PyTorch: ``torch.profiler`` self CPU time per aten op, summed by the same kinds, and per network
   (``record_function``).
 
-Variants (JAX): ``--attention xla`` (jaxir's ``jax.nn.dot_product_attention``) or ``chunk:N`` (the same maths over
-query chunks of N tokens through ``lax.map``: logits N×T instead of T×T per head); ``--precision`` sets
+Variants (JAX): ``--attention xla`` (jaxir's ``jax.nn.dot_product_attention``), ``chunk:N`` (the same maths over
+query chunks of N tokens through ``lax.map``: logits N×T instead of T×T per head), ``hmchunk:N``
+(``bench_ldm.chunked_attention(N, heads_major=True)``) or ``none`` (ablation: the attention core replaced by ``v``,
+to time everything else); ``--part controlnet`` times the ControlNet alone; ``--precision`` sets
 ``jax.default_matmul_precision``; ``--malloc-trim`` returns freed heap to the OS after loading and compiling
-(glibc ``malloc_trim(0)``); ``--no-ynn`` sets ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` before JAX
-starts.
+(glibc ``malloc_trim(0)``). XLA flags: set ``XLA_FLAGS`` in the environment.
+
+Caveat: with ``--xla_cpu_experimental_ynn_fusion_type=`` the trace under-counts (convolution and dot thunks seem
+to be recorded at dispatch only): use the per-op breakdown of the default flags, or ablations.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import bench_ldm as B  # noqa: E402
+import bench_ldm as B
 
 KINDS = ("convolution", "attention core", "attention projections", "feed-forward", "norms", "other")
 
@@ -115,6 +119,11 @@ def jax_side(args) -> dict:
                malloc_trim=args.malloc_trim, xla_flags=os.environ.get("XLA_FLAGS", ""), part=args.part)
     if args.attention.startswith("chunk:"):
         unet_module.attention = chunked_attention(int(args.attention.split(":")[1]))
+    elif args.attention.startswith("hmchunk:"):
+        unet_module.attention = B.chunked_attention(int(args.attention.split(":")[1]), heads_major=True)
+    elif args.attention == "none":   # ablation: the attention core replaced by v (shapes kept, no softmax/products)
+        unet_module.attention = lambda q, k, v, heads, causal=False: (
+            v if v.shape[1] == q.shape[1] else jax.numpy.broadcast_to(v.mean(1, keepdims=True), q.shape))
     res["rss_imports"] = rss()
     unet_cfg, control_cfg, _ = B.jaxir_configs(args.tiny)
     kw = B.diffusers_kwargs(args.tiny)
@@ -184,7 +193,7 @@ def jax_trace(compiled, call_args, hlo: str) -> dict:
     import jax
 
     names = {}
-    for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = .*?metadata=\{op_name=\"([^\"]*)\"", hlo, re.M):
+    for m in re.finditer(r"^\s*(?:ROOT )?%([\w.\-]+) = .*?metadata=\{op_name=\"([^\"]*)\"", hlo, re.MULTILINE):
         names[m.group(1)] = m.group(2)
     with tempfile.TemporaryDirectory() as d:
         jax.profiler.start_trace(d, create_perfetto_trace=True)
@@ -235,11 +244,10 @@ def torch_side(args) -> dict:
         cpu.append(time.process_time() - c)
     res.update(times=times, cpu=cpu, load=os.getloadavg(), peak_calls=B.peak_rss_bytes())
     if args.trace:
+        import diffusers
         from torch.profiler import ProfilerActivity, profile
 
         # per network: wrap the two module calls
-        import diffusers
-
         orig = {}
         for cls, tag in ((diffusers.ControlNetModel, "ControlNet"), (diffusers.UNet2DConditionModel, "UNet")):
             orig[cls] = cls.forward
@@ -289,7 +297,7 @@ def main():
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--cache-dir", default=None)
-    p.add_argument("--attention", default="xla", help="xla | chunk:N")
+    p.add_argument("--attention", default="xla", help="xla | chunk:N | hmchunk:N | none (ablation)")
     p.add_argument("--precision", default=None, help="jax.default_matmul_precision value")
     p.add_argument("--malloc-trim", action="store_true")
     p.add_argument("--part", choices=("step", "controlnet", "unet"), default="step")
