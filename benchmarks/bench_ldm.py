@@ -83,6 +83,18 @@ def diffusers_kwargs(tiny: bool) -> dict:
     return dict(unet=unet, controlnet=controlnet, vae=vae, context_dim=ctx)
 
 
+def to_device(tree):
+    """Leaf by leaf, dropping each NumPy array once it is on the device (no second copy at the peak)."""
+    import jax  # imported late: workers set XLA_FLAGS first
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(tree)
+    tree.clear()
+    for k in list(flat):
+        flat[k] = jax.device_put(flat[k])
+    return traverse_util.unflatten_dict(flat)
+
+
 def jaxir_configs(tiny: bool):
     from jaxir.models.controlnet import ControlNetConfig
     from jaxir.models.unet import UNetConfig
@@ -359,7 +371,6 @@ class JaxSide:
     def __init__(self, args, cache: Path):
         import jax
         import jax.numpy as jnp
-        from flax import traverse_util
 
         sys.path.insert(0, str(ROOT))
         from checkpoints_conversion.unet_keys import convert_controlnet, convert_unet
@@ -390,13 +401,6 @@ class JaxSide:
         unet_cfg, control_cfg, vae_cfg = jaxir_configs(args.tiny)
         kw = diffusers_kwargs(args.tiny)
 
-        def to_device(tree):
-            """Leaf by leaf, dropping each NumPy array once it is on the device (no second copy at the peak)."""
-            flat = traverse_util.flatten_dict(tree)
-            tree.clear()
-            for k in list(flat):
-                flat[k] = jax.device_put(flat[k])
-            return traverse_util.unflatten_dict(flat)
 
         t0 = time.perf_counter()
         data = {k: jnp.asarray(v) for k, v in inputs(args.what, args.size, args.batch, kw["context_dim"]).items()}

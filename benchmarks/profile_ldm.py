@@ -108,7 +108,6 @@ def chunked_attention(chunk: int):
 def jax_side(args) -> dict:
     import jax
     import jax.numpy as jnp
-    from flax import traverse_util
 
     import jaxir.models.unet as unet_module
     from checkpoints_conversion.unet_keys import convert_controlnet, convert_unet
@@ -129,17 +128,11 @@ def jax_side(args) -> dict:
     kw = B.diffusers_kwargs(args.tiny)
     cache = Path(args.cache_dir)
 
-    def to_device(tree):
-        flat = traverse_util.flatten_dict(tree)
-        tree.clear()
-        for k in list(flat):
-            flat[k] = jax.device_put(flat[k])
-        return traverse_util.unflatten_dict(flat)
 
     t0 = time.perf_counter()
     data = {k: jnp.asarray(v) for k, v in B.inputs("unet", args.size, args.batch, kw["context_dim"]).items()}
-    up = to_device(convert_unet(B.NpyDir(cache / "unet"), unet_cfg, layout="diffusers"))
-    cp = to_device(convert_controlnet(B.NpyDir(cache / "controlnet"), control_cfg, layout="diffusers"))
+    up = B.to_device(convert_unet(B.NpyDir(cache / "unet"), unet_cfg, layout="diffusers"))
+    cp = B.to_device(convert_controlnet(B.NpyDir(cache / "controlnet"), control_cfg, layout="diffusers"))
     res["load_s"] = time.perf_counter() - t0
     res["rss_loaded"] = rss()
     if args.malloc_trim:

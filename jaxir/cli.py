@@ -62,7 +62,8 @@ def cmd_study(args) -> int:
     unknown = [n for n in wanted if n not in all_restorers]
     if unknown:
         raise JaxirInputError(f"unknown restorers {unknown}; registered: {', '.join(all_restorers)}")
-    unavailable = {n: all_restorers[n].unavailable_reason() for n in wanted if all_restorers[n].unavailable_reason()}
+    reasons = {n: all_restorers[n].unavailable_reason() for n in wanted}
+    unavailable = {n: reason for n, reason in reasons.items() if reason}
     for name, reason in unavailable.items():
         print(f"restorer {name} unavailable: {reason}", file=sys.stderr)
     restorers = [all_restorers[n] for n in wanted if n not in unavailable]
@@ -73,7 +74,7 @@ def cmd_study(args) -> int:
     rows = run_study(config, images, restorers, out, save_images=args.save_images, progress=not args.quiet)
     labels = [d.label for d in levels]
     plots = [plot_metrics_vs_level(out, rows, labels), plot_perception_distortion(out, rows, labels)]
-    report = write_report(out, rows, config.to_json(), unavailable, plots)
+    report = write_report(out, rows, config.to_json(), labels, unavailable, plots)
     print(f"{len(rows)} cells in {out / 'results.csv'}; report {report}")
     return 0
 

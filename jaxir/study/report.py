@@ -13,9 +13,9 @@ def _fmt(value: float, digits: int) -> str:
     return "–" if value != value else f"{value:.{digits}f}"
 
 
-def write_report(out: Path, rows: list[dict], config_json: dict, unavailable: dict[str, str],
-                 plots: list[str]) -> Path:
-    levels = level_order(rows, [_label(d) for d in config_json["levels"]])
+def write_report(out: Path, rows: list[dict], config_json: dict, level_labels: list[str],
+                 unavailable: dict[str, str], plots: list[str]) -> Path:
+    levels = level_order(rows, level_labels)
     restorers = restorer_order(rows)
     table = mean_table(rows)
     images = sorted({r["image"] for r in rows})
@@ -47,12 +47,3 @@ def write_report(out: Path, rows: list[dict], config_json: dict, unavailable: di
     path = out / REPORT_FILE
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
-
-
-def _label(level: dict) -> str:
-    from jaxir.degradations.pipeline import Degradation
-
-    fields = dict(level)
-    if fields.get("blur_anisotropic") is not None:
-        fields["blur_anisotropic"] = tuple(fields["blur_anisotropic"])
-    return Degradation(**fields).label
