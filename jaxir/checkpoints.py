@@ -26,6 +26,7 @@ import numpy as np
 from jaxir import __version__
 from jaxir.config_io import config_from_dict, config_to_dict
 from jaxir.errors import JaxirInputError
+from jaxir.runtime import release_freed_host_memory
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -117,4 +118,6 @@ def load(path: str | os.PathLike, dtype=jnp.float32):
         params.append(jnp.asarray(have, dtype if jnp.issubdtype(want.dtype, jnp.floating) else want.dtype))
     if len(flat_have) != len(flat_want):
         raise JaxirInputError(f"{path}: holds {len(flat_have)} parameters, the config expects {len(flat_want)}")
+    del stored, flat_have
+    release_freed_host_memory()
     return kind.build(config), jax.tree.unflatten(tree, params)

@@ -50,11 +50,35 @@ def gelu_exact(x):
     return jax.nn.gelu(x, approximate=False)
 
 
+# Query-chunk length above which non-causal attention is computed chunk by chunk (see ``attention``).
+ATTENTION_QUERY_CHUNK = 256
+
+
+def _attention_heads_major(q, k, v):
+    """softmax(q·kᵀ)·v on heads-major (B, heads, T, d) arrays, q pre-scaled by 1/√d; normalised after the product
+    with v (``exp(l − max)·v / Σ exp(l − max)``), so the division runs over (T, d) instead of (T, S)."""
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k)
+    p = jnp.exp(logits - logits.max(-1, keepdims=True))
+    return jnp.einsum("bhqk,bhkd->bhqd", p, v) / p.sum(-1)[..., None]
+
+
 def attention(q, k, v, heads: int, causal: bool = False):
-    """Scaled dot-product attention over (B, T, heads·d) projections, via ``jax.nn.dot_product_attention``;
-    ``causal`` lets query i see keys j ≤ i only (CLIP's text mask, ``triu(-inf, 1)``)."""
+    """Scaled dot-product attention ``softmax(q·kᵀ/√d)·v`` (Vaswani et al. 2017, eq. 1) over (B, T, heads·d)
+    projections; ``causal`` lets query i see keys j ≤ i only (CLIP's text mask, ``triu(-inf, 1)``).
+
+    Short or causal sequences go through ``jax.nn.dot_product_attention``. Long non-causal ones (more than
+    ``ATTENTION_QUERY_CHUNK`` queries, a multiple of it: the UNet/VAE self-attention at latent 64²) are computed
+    on heads-major q/k/v over query chunks (``lax.map``), so one logits block is (heads, chunk, S) instead of
+    (heads, T, S): on XLA:CPU this halves the SD 2.1 step's attention time and keeps peak memory at PyTorch's
+    (``benchmarks/results_attention.md``); outputs agree with the unchunked form to float32 rounding (≈1e-7).
+    """
     b, tq, c = q.shape
     d = c // heads
     split = lambda z: z.reshape(z.shape[0], z.shape[1], heads, d)  # noqa: E731
-    out = jax.nn.dot_product_attention(split(q), split(k), split(v), is_causal=causal)
-    return out.reshape(b, tq, c)
+    chunk = ATTENTION_QUERY_CHUNK
+    if causal or tq <= chunk or tq % chunk:
+        return jax.nn.dot_product_attention(split(q), split(k), split(v), is_causal=causal).reshape(b, tq, c)
+    qh, kh, vh = (jnp.swapaxes(split(z), 1, 2) for z in (q * d**-0.5, k, v))
+    q_chunks = jnp.moveaxis(qh.reshape(b, heads, tq // chunk, chunk, d), 2, 0)
+    out = jax.lax.map(lambda qc: _attention_heads_major(qc, kh, vh), q_chunks)
+    return jnp.swapaxes(jnp.moveaxis(out, 0, 2).reshape(b, heads, tq, d), 1, 2).reshape(b, tq, c)

@@ -27,3 +27,19 @@ def configure_runtime(cache_dir: str | os.PathLike | None = None) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def release_freed_host_memory() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim(0)``); a no-op elsewhere. Loading a checkpoint
+    leaves the orbax/NumPy staging buffers in glibc's free lists, which otherwise count in the peak RSS of the
+    sampling that follows (``benchmarks/results_ldm.md``, "+trim")."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        libc = None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
