@@ -6,6 +6,8 @@ VENV := .venv
 TEST_VENV := .venv-test
 STUDY_OUT ?= runs/study
 BASICSR := basicsr==1.4.2
+# k-diffusion's sampling.py is the reference of the sigma-space samplers; its package pulls a training stack.
+KDIFFUSION := k-diffusion==0.1.1.post1 torchsde==0.2.6 trampoline==0.1.2
 # Faster convolutions on x86 CPUs with equal outputs (see README, "Speed").
 export XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=
 
@@ -21,7 +23,7 @@ $(TEST_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(TEST_VENV)
 	$(TEST_VENV)/bin/pip install -q --upgrade pip
 	$(TEST_VENV)/bin/pip install -q -e '.[test]'
-	$(TEST_VENV)/bin/pip install -q --no-deps $(BASICSR)
+	$(TEST_VENV)/bin/pip install -q --no-deps $(BASICSR) $(KDIFFUSION)
 	touch $@
 
 study: $(VENV)/.installed

@@ -1,10 +1,17 @@
 """``python -m checkpoints_conversion <kind> <inputs…> --out DIR``: PyTorch checkpoints → a jaxir checkpoint.
 
   diffbir     --sd SD.ckpt --controlnet CN.pth [--config cldm.yaml]   DiffBIR ControlLDM (default: v2 sizes)
+  supir       --sdxl SDXL.safetensors --supir SUPIR-v0Q.ckpt [--config SUPIR_v0.yaml]   SUPIR (default: v0)
   vae         IN [--layout ldm|diffusers] [--preset sd|sdxl]          AutoencoderKL (LDM: whole SD file or VAE alone)
   unet        IN [--layout ldm|diffusers] --preset sd15|sd21_base|sdxl_base
   controlnet  IN [--layout ldm|diffusers] [--preset diffbir|sd15_hint]
   text        IN --layout sd2|open_clip|transformers|sdxl_clip_l|sdxl_bigg --preset openclip_vit_h|openai_clip_l|openclip_bigg
+  dinov2      IN [--layout hub|timm] [--preset vitb14|vits14|vitl14|vitg14[_reg4]]   DINOv2 ViT backbone
+  stripformer IN [--preset gopro]                                      Stripformer (Stripformer_gopro.pth)
+  rrdbnet     IN --preset realesrgan_x4plus|realesrgan_x2plus|bsrnet       RRDBNet (BasicSR or BSRGAN keys)
+  scunet      IN [--preset scunet_color]                                SCUNet (scunet_color_real_psnr.pth)
+  lpips       --net alex|vgg|squeeze --backbone TV.pth [--linear LIN.pth]   LPIPS v0.1 (torchvision + lpips heads)
+  swinir      IN --preset classical_x2|classical_x4|realsr_m_x4|realsr_l_x4|diffbir_v1   SwinIR (releases, DiffBIR)
 
 Every source tensor must be used or ignored on purpose and every parameter filled; otherwise the conversion
 stops with one line naming the keys and shapes. The output holds config.json, the orbax params and
@@ -64,6 +71,14 @@ def _text(args):
     return "text_encoder", config, params, {"text": args.input}
 
 
+def _dinov2(args):
+    from checkpoints_conversion.dinov2_keys import convert_dinov2
+    from jaxir.models.dinov2 import preset
+
+    config = preset(args.preset or "vitb14")
+    return "dinov2", config, convert_dinov2(read_state_dict(args.input), config, args.layout), {"dinov2": args.input}
+
+
 def _diffbir(args):
     config = diffbir.load_config(args.config)
     params = diffbir.convert(args.sd, args.controlnet, config)
@@ -71,6 +86,58 @@ def _diffbir(args):
     if args.config:
         sources["config"] = args.config
     return "diffbir_cldm", config, params, sources
+
+
+def _supir(args):
+    from checkpoints_conversion import supir_keys
+
+    config = supir_keys.load_config(args.config)
+    sources = {"sdxl": args.sdxl, "supir": args.supir, **({"config": args.config} if args.config else {})}
+    return "supir", config, supir_keys.convert(args.sdxl, args.supir, config), sources
+
+
+def _stripformer(args):
+    from checkpoints_conversion.stripformer_keys import convert_stripformer
+    from jaxir.models.stripformer import StripformerConfig
+
+    config = getattr(StripformerConfig, args.preset or "gopro")()
+    return "stripformer", config, convert_stripformer(read_state_dict(args.input), config), {"stripformer": args.input}
+
+
+def _rrdbnet(args):
+    from checkpoints_conversion.rrdbnet_keys import convert_rrdbnet
+    from jaxir.models.rrdbnet import RRDBNetConfig
+
+    config = getattr(RRDBNetConfig, args.preset)()
+    return "rrdbnet", config, convert_rrdbnet(read_state_dict(args.input), config), {"rrdbnet": args.input}
+
+
+def _scunet(args):
+    from checkpoints_conversion.scunet_keys import convert_scunet
+    from jaxir.models.scunet import SCUNetConfig
+
+    config = getattr(SCUNetConfig, args.preset)()
+    return "scunet", config, convert_scunet(read_state_dict(args.input), config), {"scunet": args.input}
+
+
+def _lpips(args):
+    from checkpoints_conversion.lpips_keys import convert_lpips, default_linear_weights
+    from jaxir.models.lpips_backbones import LPIPSConfig
+
+    config = LPIPSConfig(args.net)
+    linear = args.linear or default_linear_weights(args.net)
+    params = convert_lpips(read_state_dict(args.backbone), read_state_dict(linear), config,
+                           backbone_name=str(args.backbone), linear_name=str(linear))
+    return "lpips", config, params, {"backbone": args.backbone, "linear": linear}
+
+
+def _swinir(args):
+    from checkpoints_conversion.swinir_keys import convert_swinir
+    from jaxir.models.swinir import preset
+
+    config = preset(args.preset)
+    params = convert_swinir(read_state_dict(args.input), config, what=str(args.input))
+    return "swinir", config, params, {"swinir": args.input}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,14 +149,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controlnet", required=True, help="DiffBIR ControlNet (v1_general.pth, v2.pth)")
     p.add_argument("--config", help="DiffBIR YAML (configs/inference/cldm.yaml format); default: v2 sizes")
     p.set_defaults(func=_diffbir)
+    p = sub.add_parser("supir", help="SUPIR (SDXL base checkpoint + SUPIR-v0Q/v0F checkpoint)")
+    p.add_argument("--sdxl", required=True, help="SDXL base 1.0 checkpoint in the sgm layout (.safetensors/.ckpt)")
+    p.add_argument("--supir", required=True, help="SUPIR checkpoint (SUPIR-v0Q.ckpt, SUPIR-v0F.ckpt)")
+    p.add_argument("--config", help="SUPIR option file (options/SUPIR_v0.yaml format); default: v0 sizes")
+    p.set_defaults(func=_supir)
     for name, func, layouts in (("vae", _vae, ("ldm", "diffusers")), ("unet", _unet, ("ldm", "diffusers")),
                                 ("controlnet", _controlnet, ("ldm", "diffusers")),
-                                ("text", _text, ("sd2", "open_clip", "transformers", "sdxl_clip_l", "sdxl_bigg"))):
+                                ("text", _text, ("sd2", "open_clip", "transformers", "sdxl_clip_l", "sdxl_bigg")),
+                                ("dinov2", _dinov2, ("hub", "timm"))):
         p = sub.add_parser(name, help=f"{name} alone")
         p.add_argument("input", help="checkpoint file (.ckpt, .pth, .safetensors, .bin)")
         p.add_argument("--layout", default=layouts[0], choices=layouts)
         p.add_argument("--preset", help="architecture preset (see the module docstring)")
         p.set_defaults(func=func)
+    p = sub.add_parser("stripformer", help="Stripformer deblurring (Stripformer_gopro.pth, DataParallel keys)")
+    p.add_argument("input", help="Stripformer_gopro.pth (or a RealBlur one: same architecture)")
+    p.add_argument("--preset", help="architecture preset: gopro (default)")
+    p.set_defaults(func=_stripformer)
+    p = sub.add_parser("rrdbnet", help="RRDBNet: Real-ESRGAN x4plus/x2plus (BasicSR keys), BSRNet (BSRGAN keys)")
+    p.add_argument("input", help="RealESRGAN_x4plus.pth, RealESRGAN_x2plus.pth or BSRNet.pth")
+    p.add_argument("--preset", required=True, choices=("realesrgan_x4plus", "realesrgan_x2plus", "bsrnet"))
+    p.set_defaults(func=_rrdbnet)
+    p = sub.add_parser("scunet", help="SCUNet blind denoiser (cszn/SCUNet, DiffBIR v2 stage 1)")
+    p.add_argument("input", help="scunet_color_real_psnr.pth (or scunet_color_real_gan.pth)")
+    p.add_argument("--preset", default="scunet_color", choices=("scunet_color",))
+    p.set_defaults(func=_scunet)
+    p = sub.add_parser("lpips", help="LPIPS v0.1: torchvision ImageNet backbone + the lpips linear heads")
+    p.add_argument("--net", required=True, choices=("alex", "vgg", "squeeze"))
+    p.add_argument("--backbone", required=True, help="alexnet-owt-7be5be79.pth, vgg16-397923af.pth or "
+                   "squeezenet1_1-b8a52dc0.pth (download.pytorch.org/models)")
+    p.add_argument("--linear", help="LPIPS linear weights; default: lpips/weights/v0.1/<net>.pth of the lpips package")
+    p.set_defaults(func=_lpips)
+    p = sub.add_parser("swinir", help="SwinIR: classical/real-world SR releases, DiffBIR's stage-1 model")
+    p.add_argument("input", help="001_classicalSR_*.pth, 003_realSR_*.pth or general_swinir_v1.ckpt")
+    p.add_argument("--preset", required=True, choices=("classical_x2", "classical_x4", "realsr_m_x4", "realsr_l_x4",
+                                                       "diffbir_v1"))
+    p.set_defaults(func=_swinir)
     for p in sub.choices.values():
         p.add_argument("--out", required=True, help="new jaxir checkpoint directory")
         p.add_argument("--bf16", action="store_true", help="store parameters in bfloat16 (loaded as float32)")

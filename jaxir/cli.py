@@ -57,6 +57,7 @@ def cmd_study(args) -> int:
     from jaxir.study.runner import StudyConfig, run_study
 
     levels = tuple(parse_level(s) for s in args.levels.split(","))
+    images = _images(args)
     all_restorers = registered()
     wanted = args.restorers.split(",") if args.restorers else list(all_restorers)
     unknown = [n for n in wanted if n not in all_restorers]
@@ -67,7 +68,6 @@ def cmd_study(args) -> int:
     for name, reason in unavailable.items():
         print(f"restorer {name} unavailable: {reason}", file=sys.stderr)
     restorers = [all_restorers[n] for n in wanted if n not in unavailable]
-    images = _images(args)
     config = StudyConfig(images=tuple(r.name for r in images), levels=levels,
                          restorers=tuple(r.name for r in restorers), seed=args.seed)
     out = Path(args.out)

@@ -32,7 +32,7 @@ def _diffbir_sample(model, params, x_T, noise, schedule, c_txt, c_img, cfg_scale
     TRACES["diffbir"] += 1
     scales = jnp.ones((model.config.num_controls,), jnp.float32)
 
-    def denoise_cond(x, t, c):
+    def denoise_cond(x, t, c, step):
         t = jnp.full((x.shape[0],), t)
         return model.net.apply({"params": params}, x, t, c["c_txt"], c["c_img"], scales, method="denoise")
 
@@ -154,7 +154,7 @@ def _oracle(x0, ac_table, parameterization):
     """The network output that predicts exactly x0 at every step."""
     table = jnp.asarray(ac_table, jnp.float32)
 
-    def denoise(x_t, t):
+    def denoise(x_t, t, step):
         a, s = jnp.sqrt(table[t]), jnp.sqrt(1.0 - table[t])
         eps = S.eps_from_x0(x_t, x0, a, s)
         return eps if parameterization == "eps" else S.v_target(x0, eps, a, s)
@@ -187,7 +187,7 @@ def _toy_sample(key, sample_ids, w, schedule, cfg_scale, eta):
     TRACES["toy"] += 1
     x_T, noise = Smp.sampler_noise(key, (2, 4, 4, 3), schedule.timesteps.shape[0], sample_ids)
     per_sample = lambda v: jnp.broadcast_to(v, (2, 1, 1, 1))  # noqa: E731 — a condition has a batch axis
-    denoise = Smp.classifier_free_guidance(lambda x, t, c: jnp.tanh(x * c + t / 1000.0), per_sample(w[1]),
+    denoise = Smp.classifier_free_guidance(lambda x, t, c, i: jnp.tanh(x * c + t / 1000.0), per_sample(w[1]),
                                            per_sample(w[0]), cfg_scale)
     return Smp.sample_ddim(denoise, x_T, noise, schedule, parameterization="v", eta=eta)
 
@@ -208,17 +208,19 @@ def test_seeds_ids_timesteps_guidance_eta_are_traced():
 
 
 def test_classifier_free_guidance_order_and_batching():
-    denoise_cond = lambda x, t, c: x * c["w"] + t  # noqa: E731
+    denoise_cond = lambda x, t, c, i: x * c["w"] + t  # noqa: E731
     x = jnp.arange(6.0).reshape(2, 3)
     cond, uncond = {"w": jnp.full((2, 1), 3.0)}, {"w": jnp.full((2, 1), 1.0)}
     for batched in (True, False):
         guided = Smp.classifier_free_guidance(denoise_cond, cond, uncond, 4.0, batched=batched)
-        np.testing.assert_allclose(guided(x, 2.0), (x + 2) + 4.0 * (3 * x - x))
-        np.testing.assert_allclose(Smp.classifier_free_guidance(denoise_cond, cond, uncond, 1.0, batched)(x, 0.0),
+        np.testing.assert_allclose(guided(x, 2.0, 0), (x + 2) + 4.0 * (3 * x - x))
+        np.testing.assert_allclose(Smp.classifier_free_guidance(denoise_cond, cond, uncond, 1.0, batched)(x, 0.0, 0),
                                    3 * x)
+        per_step = Smp.classifier_free_guidance(denoise_cond, cond, uncond, jnp.array([4.0, 2.0]), batched)
+        np.testing.assert_allclose(per_step(x, 2.0, 1), (x + 2) + 2.0 * (3 * x - x))
 
 
 def test_noise_shape_is_checked():
     schedule = S.spaced_schedule(S.alphas_cumprod(S.sd_linear_betas()), S.space_timesteps(1000, "4"))
     with pytest.raises(JaxirInputError, match="noise has shape"):
-        Smp.sample_ddpm(lambda x, t: x, jnp.zeros((1, 2, 2, 4)), jnp.zeros((3, 1, 2, 2, 4)), schedule)
+        Smp.sample_ddpm(lambda x, t, i: x, jnp.zeros((1, 2, 2, 4)), jnp.zeros((3, 1, 2, 2, 4)), schedule)

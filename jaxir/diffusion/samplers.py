@@ -4,10 +4,11 @@ Every sampler has one signature::
 
     sample_*(denoise, x_T, noise, schedule, *, parameterization, trajectory=False, …) -> z_0 [, x0 predictions]
 
-* ``denoise(x_t, t) -> network output`` (ε or v), t the network's timestep (an int32 scalar for the whole batch):
-  a closure over the model, its parameters and conditions; build it inside your ``jax.jit`` from traced arguments
-  (see :func:`classifier_free_guidance`), so that parameters, conditions and the guidance scale are traced, never
-  baked into the program;
+* ``denoise(x_t, t, step) -> network output`` (ε or v), t the network's timestep (an int32 scalar for the whole
+  batch), ``step`` the int32 index of the step (for per-step values: a guidance or control scale table): a closure
+  over the model, its parameters and conditions; build it inside your ``jax.jit`` from traced arguments (see
+  :func:`classifier_free_guidance`), so that parameters, conditions and guidance scales are traced, never baked
+  into the program;
 * ``x_T``: the starting latent, pure noise or :func:`noised_start` (``q_sample(x0, t_0, ε)``);
 * ``noise``: ``(steps, *x_T.shape)``, the fresh noise of each step in order (:func:`sampler_noise` draws it and x_T
   from per-sample keys ``fold_in(key, sample_id)``);
@@ -31,24 +32,31 @@ from jaxir.degradations.noise import per_sample_keys
 from jaxir.diffusion.schedule import SpacedSchedule, predict_x0_eps, q_sample
 from jaxir.errors import JaxirInputError
 
-Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
+Denoiser = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def per_step(value, step):
+    """``value[step]`` for a per-step table (1-D array), else ``value`` itself (a scalar for every step)."""
+    value = jnp.asarray(value, jnp.float32)
+    return value[step] if value.ndim == 1 else value
 
 
 def classifier_free_guidance(denoise_cond: Callable, cond, uncond, scale, batched: bool = True) -> Denoiser:
     """``out = out(∅) + w·(out(c) − out(∅))`` (Ho & Salimans 2022), DiffBIR's order of operations
     (``SpacedSampler.apply_model``: ``model_uncond + cfg_scale * (model_cond - model_uncond)``).
 
-    ``denoise_cond(x_t, t, c)`` evaluates the network under condition ``c`` (a pytree of arrays with a batch axis);
-    ``scale`` may be traced. ``batched``: one call on ``[uncond; cond]`` concatenated along the batch (SUPIR's
-    order), else two calls (DiffBIR's spaced sampler); the two agree up to rounding."""
+    ``denoise_cond(x_t, t, c, step)`` evaluates the network under condition ``c`` (a pytree of arrays with a batch
+    axis); ``scale`` is a scalar or a per-step table (e.g. :func:`jaxir.diffusion.guidance.diffbir_rescaled_cfg`),
+    traced either way. ``batched``: one call on ``[uncond; cond]`` concatenated along the batch (SUPIR's order), else
+    two calls (DiffBIR's samplers); the two agree up to rounding."""
 
-    def denoise(x_t, t):
+    def denoise(x_t, t, step):
         if batched:
             both = jax.tree.map(lambda u, c: jnp.concatenate([u, c]), uncond, cond)
-            out_uncond, out_cond = jnp.split(denoise_cond(jnp.concatenate([x_t, x_t]), t, both), 2)
+            out_uncond, out_cond = jnp.split(denoise_cond(jnp.concatenate([x_t, x_t]), t, both, step), 2)
         else:
-            out_cond, out_uncond = denoise_cond(x_t, t, cond), denoise_cond(x_t, t, uncond)
-        return out_uncond + scale * (out_cond - out_uncond)
+            out_cond, out_uncond = denoise_cond(x_t, t, cond, step), denoise_cond(x_t, t, uncond, step)
+        return out_uncond + per_step(scale, step) * (out_cond - out_uncond)
 
     return denoise
 
@@ -73,13 +81,16 @@ def noised_start(x0, noise, schedule: SpacedSchedule):
     return q_sample(x0, noise, schedule.sqrt_alphas_cumprod[0], schedule.sqrt_one_minus_alphas_cumprod[0])
 
 
-def ddpm_step(x_t, output, noise, step: SpacedSchedule, parameterization: str, final):
+def ddpm_step(x_t, output, noise, step: SpacedSchedule, parameterization: str, final, guide_x0=None):
     """One ancestral step, eq. (10) (Ho et al. 2020, eqs. 6–7; IDDPM ``p_sample`` with fixed-small variance):
     x0 from the network output, ``z_prev = c1·x0 + c2·z_t + σ·noise``, ``σ = exp(½ log σ²_clipped)``, σ = 0 when
-    ``final``. ``step``: one row of a schedule. DiffBIR draws with ``√posterior_variance``, equal where noise is
-    added. Returns ``(z_prev, x0)``."""
+    ``final``. ``step``: one row of a schedule. ``guide_x0(x0, row) -> x0`` corrects the x0 prediction before the
+    posterior (DiffBIR v2.0's restoration guidance, :mod:`jaxir.diffusion.guidance`). DiffBIR draws with
+    ``√posterior_variance``, equal where noise is added. Returns ``(z_prev, x0)``."""
     x0, _ = predict_x0_eps(output, x_t, step.sqrt_alphas_cumprod, step.sqrt_one_minus_alphas_cumprod,
                            parameterization)
+    if guide_x0 is not None:
+        x0 = guide_x0(x0, step)
     mean = step.posterior_mean_coef1 * x0 + step.posterior_mean_coef2 * x_t
     std = jnp.where(final, 0.0, jnp.exp(0.5 * step.posterior_log_variance_clipped))
     return mean + std * noise, x0
@@ -110,19 +121,20 @@ def _scan(step_fn, denoise, x_T, noise, schedule: SpacedSchedule, trajectory: bo
 
     def body(x, inputs):
         i, row, noise_i = inputs
-        return step_fn(x, denoise(x, row.timesteps), noise_i, row, i == num_steps - 1)
+        return step_fn(x, denoise(x, row.timesteps, i), noise_i, row, i == num_steps - 1)
 
     z0, x0s = jax.lax.scan(body, jnp.asarray(x_T, jnp.float32), (jnp.arange(num_steps), schedule, noise))
     return (z0, x0s) if trajectory else z0
 
 
 def sample_ddpm(denoise: Denoiser, x_T, noise, schedule: SpacedSchedule, *, parameterization: str = "eps",
-                trajectory: bool = False):
+                trajectory: bool = False, guide_x0=None):
     """DiffBIR's spaced ancestral sampler (``SpacedSampler.sample``): :func:`ddpm_step` at each timestep of the
     respaced schedule, the network seeing the original timestep; ``noise[-1]`` is drawn but unused (no noise at
-    the last step). Returns z_0, and with ``trajectory`` also the x0 prediction of every step."""
+    the last step). ``guide_x0``: optional x0 correction (see :func:`ddpm_step`). Returns z_0, and with
+    ``trajectory`` also the x0 prediction of every step (after guidance)."""
     def step(x, out, n, row, final):
-        return ddpm_step(x, out, n, row, parameterization, final)
+        return ddpm_step(x, out, n, row, parameterization, final, guide_x0)
 
     return _scan(step, denoise, x_T, noise, schedule, trajectory)
 

@@ -222,3 +222,23 @@ def sigma_to_timestep(sigma, sigma_table, log_space: bool = False):
     if log_space:
         sigma, table = jnp.log(sigma), jnp.log(table)
     return jnp.argmin(jnp.abs(sigma[..., None] - table), axis=-1)
+
+
+class SigmaSchedule(NamedTuple):
+    """Noise levels of a sigma-space (EDM / k-diffusion) sampler in sampling order, ``sigmas[-1] = 0``, and the
+    network timestep of each (``timesteps[i]`` for ``sigmas[i]``). A pytree: traced when passed to a jitted sampler."""
+
+    sigmas: np.ndarray
+    timesteps: np.ndarray
+
+
+def diffbir_edm_schedule(alphas_cumprod_table: np.ndarray, num_steps: int,
+                         first_alpha_cumprod: float = 1e-8) -> SigmaSchedule:
+    """DiffBIR's ``EDMSampler.make_schedule`` (``diffbir/sampler/edm_sampler.py``): timesteps
+    ``int(linspace(T−1, 0, n, endpoint=False))``, σ from ᾱ at them with the first ᾱ replaced by ``1e-8`` (σ₀ ≈ 1e4,
+    finite even with zero terminal SNR), then σ = 0 with timestep 0 appended."""
+    table = np.asarray(alphas_cumprod_table, np.float64)
+    timesteps = np.linspace(len(table) - 1, 0, num_steps, endpoint=False).astype(np.int64)
+    ac = table[timesteps].copy()
+    ac[0] = first_alpha_cumprod
+    return SigmaSchedule(sigmas=np.append(np.sqrt((1.0 - ac) / ac), 0.0), timesteps=np.append(timesteps, 0))

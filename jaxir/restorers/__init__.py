@@ -2,5 +2,8 @@
 
 from jaxir.restorers import classical  # noqa: F401  (registers bicubic and wiener)
 from jaxir.restorers.base import Restorer, get, register, registered
+from jaxir.restorers import stripformer  # noqa: F401  (registers stripformer)
+from jaxir.restorers import pretrained  # noqa: F401  (registers realesrgan_x4/x2, bsrnet, scunet)
+from jaxir.restorers import swinir  # noqa: F401  (registers swinir_x4, swinir_classical_x2/x4, diffbir_swinir)
 
 __all__ = ["Restorer", "get", "register", "registered"]
