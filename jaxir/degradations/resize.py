@@ -4,7 +4,9 @@
   border), the convention of DIV2K's LR images and of BasicSR's ``matlab_functions.imresize``.
 * :func:`resize_torch` — PyTorch ``F.interpolate`` with ``mode`` bicubic (a = -0.75, no antialias, clamped
   border), bilinear (``align_corners=False``) or area (adaptive average pooling): the convention of
-  Real-ESRGAN's degradation pipeline and of most PyTorch code.
+  Real-ESRGAN's degradation pipeline and of most PyTorch code; ``bicubic_aa`` is ``F.interpolate(...,
+  mode="bicubic", antialias=True)`` (PIL's filter: a = -0.5, support widened by the shrink factor, weights
+  renormalised at the border), which DiffBIR uses to resize around its diffusion stage.
 
 Both resize each spatial axis with a dense (out × in) weight matrix built in NumPy float64 at trace time (sizes
 are static), so the result is jit-able, differentiable and exact to matmul precision.
@@ -89,7 +91,27 @@ def torch_weights(in_len: int, out_len: int, mode: str, ratio: float) -> np.ndar
             w = _keys_cubic(frac - k, -0.75)
             np.add.at(mat, (np.arange(out_len), np.clip(i0 + k, 0, in_len - 1)), w)
         return mat
-    raise JaxirInputError(f"unknown resize mode {mode!r}; use 'bicubic', 'bilinear' or 'area'")
+    if mode == "bicubic_aa":
+        return _antialiased_cubic_weights(in_len, out_len, ratio)
+    raise JaxirInputError(f"unknown resize mode {mode!r}; use 'bicubic', 'bicubic_aa', 'bilinear' or 'area'")
+
+
+def _antialiased_cubic_weights(in_len: int, out_len: int, ratio: float) -> np.ndarray:
+    """ATen's ``_upsample_bicubic2d_aa`` (``UpSampleKernel.cpp``, ``HelperInterpCubic::aa_filter``; the PIL
+    ``ImagingResample`` scheme): output pixel i is centred at ``ratio·(i + ½)`` in input coordinates; the filter
+    (Keys a = −0.5) is stretched by ``max(ratio, 1)``, covers ``[center − support, center + support)`` with
+    ``support = 2·max(ratio, 1)``, is truncated at the border and renormalised to sum 1."""
+    stretch = max(ratio, 1.0)
+    support = 2.0 * stretch
+    mat = np.zeros((out_len, in_len))
+    for i in range(out_len):
+        center = ratio * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_len)
+        taps = np.arange(lo, hi)
+        w = _keys_cubic((taps - center + 0.5) / stretch, -0.5)
+        mat[i, lo:hi] = w / w.sum()
+    return mat
 
 
 def apply_separable(x: jax.Array, mat_h: np.ndarray, mat_w: np.ndarray) -> jax.Array:
@@ -129,7 +151,8 @@ def imresize(x: jax.Array, scale: float | None = None, size: tuple[int, int] | N
 
 def resize_torch(x: jax.Array, scale: float | None = None, size: tuple[int, int] | None = None,
                  mode: str = "bicubic") -> jax.Array:
-    """PyTorch ``F.interpolate(x, scale_factor=scale | size=size, mode=mode, align_corners=False)`` on NHWC."""
+    """PyTorch ``F.interpolate(x, scale_factor=scale | size=size, mode=mode, align_corners=False)`` on NHWC;
+    ``mode="bicubic_aa"`` is ``mode="bicubic", antialias=True``."""
     h, w = x.shape[-3], x.shape[-2]
     if (scale is None) == (size is None):
         raise JaxirInputError("resize_torch: give exactly one of scale and size")

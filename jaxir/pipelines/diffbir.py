@@ -1,0 +1,273 @@
+"""DiffBIR restoration (Lin et al., ECCV 2024; XPixelGroup/DiffBIR ``diffbir/pipeline.py`` ``Pipeline.run``):
+
+1. stage 1, ``I_reg = M_φ(I_y)`` (eq. 3): any restorer (a registered name or a callable ``(lq, degradation) →
+   image at the clean size``); DiffBIR uses SwinIR (v1, v2.1), BSRNet (v2 SR) or SCUNet (v2 denoising);
+2. if the short side is below ``min_short_edge`` (512 in DiffBIR) the condition image is resized up to it
+   (``F.interpolate`` bicubic with antialias, :func:`jaxir.degradations.resize.resize_torch` ``bicubic_aa``);
+3. zero padding at the bottom/right to a multiple of 64 (DiffBIR pads to 8 when tiling and lets the UNet see
+   latents of any multiple of 8 px; here every latent, and every latent tile, is a multiple of 8 so that SD's
+   three downsamplings divide it); ``c_f = E(I_reg)`` (eq. 7, the posterior mode), optionally with a tiled VAE
+   encoder;
+4. sampling in latent space (eq. 10), :func:`jaxir.pipelines.sampling.sample_latent`, from pure noise or from the
+   noised condition at ``t_start`` (the study's starting noise level);
+5. decoding (eq. 11), optionally tiled, cropping the padding, and the wavelet colour fix towards ``I_reg``;
+6. resizing back to the clean size (bicubic with antialias) and clipping to [0, 1].
+
+Tiled VAE here is overlapping tiles blended with Gaussian weights (:func:`jaxir.tiling.tiled_apply`); DiffBIR's
+``tilevae`` instead shares GroupNorm statistics across tiles, so tiled outputs differ from DiffBIR's tiled outputs
+(both approximate the untiled result). Randomness: sample b of a batch draws its starting latent and step noise
+from ``fold_in(key, sample_ids[b])``, so a result never depends on batch size or device count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxir import parallel
+from jaxir.degradations.pipeline import Degradation
+from jaxir.degradations.resize import resize_torch
+from jaxir.diffusion import samplers
+from jaxir.diffusion import schedule as S
+from jaxir.errors import JaxirInputError
+from jaxir.pipelines.colorfix import COLOR_FIXES
+from jaxir.pipelines.sampling import (SamplerSpec, Conditions, sample_latent, sampler_values, start_latent)
+from jaxir.tiling import tiled_apply
+
+LATENT_FACTOR = 8
+PAD_MULTIPLE = 64            # DiffBIR pads the condition to a multiple of 64 (without tiling)
+MIN_SHORT_EDGE = 512         # DiffBIR's stage-2 condition images are at least 512 on the short side
+# inference.py's negative prompt for the v2 paper runs, and DEFAULT_POS/NEG_PROMPT for v2.1
+V2_NEG_PROMPT = "low quality, blurry, low-resolution, noisy, unsharp, weird textures"
+V21_POS_PROMPT = ("Cinematic, High Contrast, highly detailed, taken using a Canon EOS R camera, hyper detailed photo "
+                  "- realistic maximum detail, 32k, Color Grading, ultra HD, extreme meticulous detailing, skin pore "
+                  "detailing, hyper sharpness, perfect without deformations.")
+V21_NEG_PROMPT = ("painting, oil painting, illustration, drawing, art, sketch, oil painting, cartoon, CG Style, 3D "
+                  "render, unreal engine, blurring, dirty, messy, worst quality, low quality, frames, watermark, "
+                  "signature, jpeg artifacts, deformed, lowres, over-smooth.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffBIRSettings:
+    """Everything a DiffBIR run depends on besides the model and the image. ``stage1`` maps a task
+    (``Degradation.task``) to a restorer name; ``zero_snr``/``parameterization`` must match the checkpoint (v2.1:
+    the zero-terminal-SNR SD 2.1 with v-prediction)."""
+
+    stage1: tuple[tuple[str, str], ...] = (("sr", "bsrnet"), ("denoise", "scunet"), ("deblur", "bsrnet"))
+    zero_snr: bool = False
+    parameterization: str = "eps"
+    sampler: str = "spaced"
+    steps: int = 50
+    cfg_scale: float = 4.0
+    rescale_cfg: bool = False
+    strength: float = 1.0
+    pos_prompt: str = ""
+    neg_prompt: str = V2_NEG_PROMPT
+    start_from_condition: bool = False
+    t_start: int | None = None
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = 300.0
+    s_noise: float = 1.0
+    eta: float = 1.0
+    guidance_space: str | None = None
+    guidance_loss: str = "w_mse"
+    guidance_scale: float = 0.0
+    guidance_t_start: float = 1001.0
+    guidance_t_stop: float = -1.0
+    guidance_repeat: int = 1
+    min_short_edge: int = MIN_SHORT_EDGE
+    color_fix: str = "wavelet"
+    latent_tile: int = 0          # pixels (DiffBIR's cldm_tile_size, a multiple of 64); 0 = untiled
+    latent_tile_stride: int = 256
+    vae_tile: int = 0             # pixels; 0 = untiled
+    vae_tile_overlap: int = 64
+    seed: int = 0
+
+    @classmethod
+    def preset(cls, version: str, **overrides) -> DiffBIRSettings:
+        """DiffBIR's published settings: ``v1`` (SwinIR stage 1, spaced 50 steps, no prompts, no CFG), ``v2`` (the
+        ECCV paper's command: BSRNet/SCUNet stage 1, spaced 50 steps, CFG 4 with the v2 negative prompt), ``v2.1``
+        (zero-SNR v-prediction, SwinIR stage 1, DPM++ 3M SDE 10 steps, CFG 8 with the v2.1 prompts; DiffBIR
+        writes the positive prompt with LLaVA captions, here the fixed default prompt is used)."""
+        presets = {
+            "v1": dict(stage1=(("sr", "diffbir_swinir"), ("denoise", "diffbir_swinir"),
+                               ("deblur", "diffbir_swinir")), cfg_scale=1.0, neg_prompt=""),
+            "v2": {},
+            "v2.1": dict(stage1=(("sr", "diffbir_swinir"), ("denoise", "diffbir_swinir"),
+                                 ("deblur", "diffbir_swinir")), zero_snr=True, parameterization="v",
+                         sampler="edm_dpm++_3m_sde", steps=10, cfg_scale=8.0, pos_prompt=V21_POS_PROMPT,
+                         neg_prompt=V21_NEG_PROMPT),
+        }
+        if version not in presets:
+            raise JaxirInputError(f"unknown DiffBIR version {version!r}; choose from {', '.join(presets)}")
+        return dataclasses.replace(cls(**presets[version]), **overrides)
+
+    def stage1_for(self, task: str) -> str:
+        table = dict(self.stage1)
+        if task not in table:
+            raise JaxirInputError(f"no DiffBIR stage-1 restorer for task {task!r} (have {', '.join(table)})")
+        return table[task]
+
+    def __post_init__(self):
+        for name in ("latent_tile", "vae_tile"):
+            if getattr(self, name) % PAD_MULTIPLE:
+                raise JaxirInputError(f"{name} must be a multiple of {PAD_MULTIPLE} pixels, got {getattr(self, name)}")
+        if self.latent_tile and not 0 < self.latent_tile_stride <= self.latent_tile:
+            raise JaxirInputError(f"latent_tile_stride must be in (0, {self.latent_tile}]")
+
+    @property
+    def spec(self) -> SamplerSpec:
+        tile = self.latent_tile // LATENT_FACTOR
+        overlap = (self.latent_tile - self.latent_tile_stride) // LATENT_FACTOR if tile else 0
+        return SamplerSpec(self.sampler, self.steps, self.parameterization, use_cfg=self.cfg_scale != 1.0,
+                           tile=tile, tile_overlap=overlap, guidance_space=self.guidance_space,
+                           guidance_loss=self.guidance_loss, guidance_repeat=self.guidance_repeat)
+
+    def alphas_cumprod(self) -> np.ndarray:
+        betas = S.sd_linear_betas()
+        return S.alphas_cumprod(S.rescale_zero_terminal_snr(betas) if self.zero_snr else betas)
+
+    def values(self):
+        options = dict(s_churn=self.s_churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise,
+                       eta=self.eta, guidance_scale=self.guidance_scale, guidance_t_start=self.guidance_t_start,
+                       guidance_t_stop=self.guidance_t_stop)
+        return sampler_values(self.alphas_cumprod(), self.spec, cfg_scale=self.cfg_scale,
+                              rescale_cfg=self.rescale_cfg, strength=self.strength, t_start=self.t_start, **options)
+
+
+def short_edge_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """DiffBIR's ``resize_short_edge_to``: the short side becomes ``size``, the long one ``int(long·size/short)``."""
+    if height == width:
+        return size, size
+    if height < width:
+        return size, int(width * (size / height))
+    return int(height * (size / width)), size
+
+
+def pad_bottom_right(x: jax.Array, multiple: int) -> jax.Array:
+    """Zero padding of NHWC ``x`` at the bottom/right to a multiple of ``multiple`` (DiffBIR ``pad_to_multiples_of``)."""
+    h, w = x.shape[1:3]
+    return jnp.pad(x, ((0, 0), (0, -h % multiple), (0, -w % multiple), (0, 0)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _encode(model, params, image):
+    return model.net.apply({"params": params}, image, method="encode_condition")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode(model, params, z):
+    return model.net.apply({"params": params}, z, method="decode")
+
+
+def _check_images(lq) -> jax.Array:
+    lq = jnp.asarray(lq, jnp.float32)
+    if lq.ndim != 4 or lq.shape[-1] != 3:
+        raise JaxirInputError(f"expected an NHWC RGB batch, got shape {lq.shape}")
+    if not bool(jnp.all(jnp.isfinite(lq))):
+        raise JaxirInputError("the input holds NaN or infinite values")
+    return lq
+
+
+class DiffBIR:
+    """A converted DiffBIR ControlLDM (``jaxir.load`` of a ``diffbir_cldm`` checkpoint) run as the restoration
+    pipeline of the module docstring. ``stage1``: a callable ``(lq, degradation) → image`` or ``None`` to use
+    the registered restorer that ``settings`` names for the degradation's task. ``mesh``: a
+    :func:`jaxir.parallel.data_mesh` to shard batches over (parameters are replicated on it)."""
+
+    def __init__(self, model, params, settings: DiffBIRSettings, stage1: Callable | None = None, mesh=None):
+        if settings.parameterization not in ("eps", "v"):
+            raise JaxirInputError(f"parameterization must be 'eps' or 'v', got {settings.parameterization!r}")
+        self.model, self.settings, self.mesh = model, settings, mesh
+        self.params = params if mesh is None else parallel.replicate(params, mesh)
+        self.stage1 = stage1
+        self._prompts = {}
+
+    def _text(self, prompt: str) -> jax.Array:
+        if prompt not in self._prompts:
+            self._prompts[prompt] = self.model.encode_text(self.params, [prompt])
+        return self._prompts[prompt]
+
+    def condition_image(self, lq, degradation: Degradation) -> jax.Array:
+        """Stage 1 (eq. 3) at the clean size, then DiffBIR's short-edge rule (steps 1–2)."""
+        if self.stage1 is not None:
+            restored = self.stage1(lq, degradation)
+        else:
+            from jaxir.restorers import get
+
+            restorer = get(self.settings.stage1_for(degradation.task))
+            reason = restorer.unavailable_reason()
+            if reason:
+                raise JaxirInputError(f"stage-1 restorer {restorer.name} unavailable: {reason}")
+            restored = restorer.restore(lq, degradation)
+        restored = jnp.clip(jnp.asarray(restored, jnp.float32), 0.0, 1.0)
+        h, w = restored.shape[1:3]
+        if self.settings.min_short_edge and min(h, w) < self.settings.min_short_edge:
+            restored = resize_torch(restored, size=short_edge_size(h, w, self.settings.min_short_edge),
+                                    mode="bicubic_aa")
+        return restored
+
+    def encode(self, image: jax.Array) -> jax.Array:
+        """``c_f = scale · mode(E(2x − 1))`` (eq. 7) of a padded image, tiled when ``vae_tile`` is set."""
+        s = self.settings
+        fn = lambda x: _encode(self.model, self.params, x)  # noqa: E731
+        if s.vae_tile:
+            return tiled_apply(fn, image, s.vae_tile, s.vae_tile_overlap, scale=1 / LATENT_FACTOR)
+        return fn(image)
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """``D(z / scale)`` (eq. 11) mapped to [0, 1] (unclipped), tiled when ``vae_tile`` is set."""
+        s = self.settings
+        fn = lambda z: (_decode(self.model, self.params, z) + 1.0) / 2.0  # noqa: E731
+        if s.vae_tile:
+            tile = s.vae_tile // LATENT_FACTOR
+            return tiled_apply(fn, z, tile, s.vae_tile_overlap // LATENT_FACTOR, scale=LATENT_FACTOR)
+        return fn(z)
+
+    def restore_condition(self, cond_img: jax.Array, key: jax.Array, sample_ids=None, trajectory: bool = False):
+        """Steps 3–5 on a condition image (NHWC in [0, 1]): the colour-fixed restoration at the condition's size
+        (and with ``trajectory`` the decoded x0 prediction of every step, (steps, B, H, W, 3))."""
+        s = self.settings
+        n, h, w = cond_img.shape[:3]
+        sample_ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids)
+        if len(sample_ids) != n:
+            raise JaxirInputError(f"{len(sample_ids)} sample ids for a batch of {n}")
+        if self.mesh is not None:
+            size = parallel.padded_size(n, self.mesh)
+            cond_img = parallel.shard_batch(parallel.pad_batch(cond_img, size), self.mesh)
+            sample_ids = np.concatenate([sample_ids, np.repeat(sample_ids[-1:], size - n)])
+        padded = pad_bottom_right(cond_img, PAD_MULTIPLE)
+        c_img = self.encode(padded)
+        b = c_img.shape[0]
+        spec, values = s.spec, s.values()
+        c_txt = jnp.broadcast_to(self._text(s.pos_prompt), (b, *self._text(s.pos_prompt).shape[1:]))
+        c_neg = jnp.broadcast_to(self._text(s.neg_prompt), c_txt.shape)
+        x_T, noise = samplers.sampler_noise(key, c_img.shape, spec.steps, sample_ids)
+        x_T = start_latent(s.alphas_cumprod(), spec, values, c_img, x_T, s.start_from_condition, s.t_start)
+        target = padded * 2.0 - 1.0 if spec.guidance_space == "rgb" else None
+        out = sample_latent(self.model, self.params, spec, Conditions(c_img, c_txt, c_neg, target), x_T, noise,
+                            values, trajectory=trajectory)
+        z, x0s = out if trajectory else (out, None)
+        lh, lw = -(-h // LATENT_FACTOR), -(-w // LATENT_FACTOR)
+        image = COLOR_FIXES[s.color_fix](self.decode(z[:, :lh, :lw])[:, :h, :w], cond_img)[:n]
+        if not trajectory:
+            return image
+        return image, jnp.stack([self.decode(x0[:, :lh, :lw])[:n, :h, :w] for x0 in x0s])
+
+    def __call__(self, lq, degradation: Degradation, key: jax.Array | None = None,
+                 sample_ids: Sequence[int] | None = None) -> jax.Array:
+        """The restored batch at the clean size, in [0, 1]. ``key`` defaults to ``key(settings.seed)``."""
+        lq = _check_images(lq)
+        key = jax.random.key(self.settings.seed) if key is None else key
+        out_size = (round(lq.shape[1] * degradation.scale), round(lq.shape[2] * degradation.scale))
+        cond_img = self.condition_image(lq, degradation)
+        restored = self.restore_condition(cond_img, key, sample_ids)
+        if restored.shape[1:3] != out_size:
+            restored = resize_torch(restored, size=out_size, mode="bicubic_aa")
+        return jnp.clip(restored, 0.0, 1.0)

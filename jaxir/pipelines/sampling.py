@@ -1,0 +1,202 @@
+"""Latent sampling of a DiffBIR ControlLDM in one jit: every sampler of :mod:`jaxir.diffusion` behind one call.
+
+:func:`sample_latent` runs ``ε_θ(z_t, t, c_t, c_f)`` (eq. 9) under classifier-free guidance with a negative prompt
+through the chosen sampler (eq. 10). Static (compiled in): the sampler, the parameterisation, the number of steps,
+whether guidance is on, latent tiling, and the guidance space. Traced (never recompiled): parameters, conditions,
+the starting latent and every step's noise, the schedule's timesteps/sigmas (so a new starting noise level or step
+subset of the same length reuses the program), the per-step guidance and control scales, and the solver options.
+
+Tiled sampling (DiffBIR ``make_tiled_fn`` around the ControlLDM): each network evaluation runs on overlapping
+latent tiles of the noisy latent and the condition latent together, blended with Gaussian weights
+(:func:`jaxir.tiling.tiled_apply`); the text condition is shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxir.diffusion import edm, guidance, samplers
+from jaxir.diffusion import schedule as S
+from jaxir.errors import JaxirInputError
+from jaxir.tiling import tiled_apply
+
+SPACED_SAMPLERS = ("spaced", "ddim")
+EDM_SAMPLERS = tuple(f"edm_{name}" for name in edm.SOLVERS)
+SAMPLERS = SPACED_SAMPLERS + EDM_SAMPLERS
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+    """The static part of a sampling run (hashable: a jit static argument).
+
+    ``sampler``: ``spaced`` (DiffBIR's ancestral ``SpacedSampler``), ``ddim`` or ``edm_<solver>`` with solver
+    ``euler``, ``dpm++_2m``, ``dpm++_3m_sde``; ``tile``/``tile_overlap`` in latent pixels (0: no tiling);
+    ``guidance_space``: restoration guidance (DiffBIR v2.0, spaced sampler only) ``None``, ``latent`` or ``rgb``
+    with ``guidance_loss`` ``mse``/``w_mse`` and ``guidance_repeat``."""
+
+    sampler: str = "spaced"
+    steps: int = 50
+    parameterization: str = "eps"
+    use_cfg: bool = True
+    tile: int = 0
+    tile_overlap: int = 0
+    guidance_space: str | None = None
+    guidance_loss: str = "mse"
+    guidance_repeat: int = 1
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise JaxirInputError(f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        if self.steps < 1:
+            raise JaxirInputError(f"steps must be >= 1, got {self.steps}")
+        if self.guidance_space is not None and self.sampler != "spaced":
+            raise JaxirInputError("restoration guidance is defined for the spaced sampler (DiffBIR v2.0)")
+        if self.tile and not 0 <= self.tile_overlap < self.tile:
+            raise JaxirInputError(f"latent tile overlap must be in [0, {self.tile}), got {self.tile_overlap}")
+
+
+class SamplerValues(NamedTuple):
+    """The traced part: per-step tables (length ``steps``) and solver options. Build with :func:`sampler_values`."""
+
+    schedule: S.SpacedSchedule | S.SigmaSchedule
+    cfg_scale: np.ndarray          # (steps,)
+    control_scale: np.ndarray      # (steps,) one scale for all ControlNet outputs
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = float("inf")
+    s_noise: float = 1.0
+    eta: float = 1.0
+    guidance_scale: float = 0.0
+    guidance_t_start: float = 1001.0
+    guidance_t_stop: float = -1.0
+
+
+def schedule_timesteps(num_timesteps: int, steps: int, t_start: int | None, sampler: str) -> np.ndarray:
+    """The network timesteps of the steps, descending. Full runs use DiffBIR's rules (IDDPM ``space_timesteps``
+    for spaced/DDIM, ``int(linspace(T−1, 0, n, endpoint=False))`` for EDM); a run that starts at ``t_start < T−1``
+    (the study's starting noise level) spaces the same number of steps over ``[0, t_start]`` by the same rule."""
+    top = num_timesteps - 1 if t_start is None else int(t_start)
+    if not 0 <= top < num_timesteps:
+        raise JaxirInputError(f"t_start must be in [0, {num_timesteps}), got {t_start}")
+    if steps > top + 1:
+        raise JaxirInputError(f"{steps} steps do not fit in timesteps [0, {top}]")
+    if sampler in SPACED_SAMPLERS:
+        return np.sort(S.space_timesteps(top + 1, str(steps)))[::-1]
+    return np.linspace(top, 0, steps, endpoint=False).astype(np.int64)
+
+
+def make_schedule(alphas_cumprod: np.ndarray, spec: SamplerSpec, t_start: int | None = None):
+    """The traced schedule of ``spec`` (:class:`SpacedSchedule` or :class:`SigmaSchedule`). Full EDM runs are
+    DiffBIR's ``EDMSampler.make_schedule`` (first ᾱ replaced by 1e-8); shortened ones keep the true σ of t_start."""
+    timesteps = schedule_timesteps(len(alphas_cumprod), spec.steps, t_start, spec.sampler)
+    if spec.sampler in SPACED_SAMPLERS:
+        final = alphas_cumprod[0] if spec.sampler == "ddim" else 1.0   # DiffBIR's DDIM ends at ᾱ[0]
+        return S.spaced_schedule(alphas_cumprod, timesteps, final_alpha_cumprod=final)
+    if t_start is None or t_start == len(alphas_cumprod) - 1:
+        return S.diffbir_edm_schedule(alphas_cumprod, spec.steps)
+    ac = np.asarray(alphas_cumprod, np.float64)[timesteps]
+    return S.SigmaSchedule(sigmas=np.append(np.sqrt((1 - ac) / ac), 0.0), timesteps=np.append(timesteps, 0))
+
+
+def sampler_values(alphas_cumprod: np.ndarray, spec: SamplerSpec, *, cfg_scale: float = 1.0,
+                   rescale_cfg: bool = False, strength: float = 1.0, t_start: int | None = None,
+                   **options) -> SamplerValues:
+    """:class:`SamplerValues` for ``spec``: the schedule, the guidance scale per step (DiffBIR's rescaled CFG when
+    ``rescale_cfg``), the control strength per step, solver options (``s_churn``, ``s_tmin``, ``s_tmax``,
+    ``s_noise``, ``eta``) and restoration guidance (``guidance_scale``, ``guidance_t_start``, ``guidance_t_stop``)."""
+    schedule = make_schedule(alphas_cumprod, spec, t_start)
+    step_t = schedule.timesteps[:spec.steps]
+    cfg = (guidance.diffbir_rescaled_cfg(cfg_scale, step_t, len(alphas_cumprod)) if rescale_cfg
+           else np.full((spec.steps,), cfg_scale, np.float32))
+    return SamplerValues(schedule, cfg, np.full((spec.steps,), strength, np.float32), **options)
+
+
+class Conditions(NamedTuple):
+    """``c_img`` (B, h, w, 4) condition latent (eq. 7), ``c_txt`` / ``c_neg`` (B, 77, C) prompt and negative
+    prompt embeddings (eq. 6); for rgb-space guidance ``target_rgb`` (B, 8h, 8w, 3) in [−1, 1], else ``None``."""
+
+    c_img: jax.Array
+    c_txt: jax.Array
+    c_neg: jax.Array
+    target_rgb: jax.Array | None = None
+
+
+def _network(model, params, spec: SamplerSpec, cond: Conditions, values: SamplerValues):
+    """``denoise(x_t, t, step)``: the guided network output (ε or v) at timestep t."""
+    n_controls = model.config.num_controls
+
+    def apply(x, t, c_txt, c_img, scale):
+        t = jnp.full((x.shape[0],), t)
+        return model.net.apply({"params": params}, x, t, c_txt, c_img, jnp.full((n_controls,), scale),
+                               method="denoise")
+
+    def denoise_cond(x, t, c_txt, step):
+        scale = values.control_scale[step]
+        if not spec.tile:
+            return apply(x, t, c_txt, cond.c_img, scale)
+        channels = x.shape[-1]
+        both = jnp.concatenate([x, cond.c_img], axis=-1)
+        return tiled_apply(lambda xc: apply(xc[..., :channels], t, c_txt, xc[..., channels:], scale), both,
+                           spec.tile, spec.tile_overlap)
+
+    if not spec.use_cfg:
+        return lambda x, t, step: denoise_cond(x, t, cond.c_txt, step)
+    return samplers.classifier_free_guidance(denoise_cond, cond.c_txt, cond.c_neg, values.cfg_scale, batched=False)
+
+
+def _restoration_guidance(model, params, spec: SamplerSpec, cond: Conditions, values: SamplerValues):
+    if spec.guidance_space is None:
+        return None
+    target = cond.c_img if spec.guidance_space == "latent" else cond.target_rgb
+    decode = (lambda z: model.net.apply({"params": params}, z, method="decode")) if spec.guidance_space == "rgb" \
+        else None
+    return guidance.restoration_guidance(target, scale=values.guidance_scale, t_start=values.guidance_t_start,
+                                         t_stop=values.guidance_t_stop, space=spec.guidance_space,
+                                         loss=spec.guidance_loss, repeat=spec.guidance_repeat, decode=decode)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2), static_argnames=("trajectory",))
+def sample_latent(model, params, spec: SamplerSpec, cond: Conditions, x_T, noise, values: SamplerValues,
+                  trajectory: bool = False):
+    """z_0 (and with ``trajectory`` the x0 prediction of every step) from the starting latent ``x_T`` (standard
+    normal, or the noised condition of :func:`start_latent`) and per-step ``noise`` (steps, *x_T.shape)."""
+    network = _network(model, params, spec, cond, values)
+    schedule = values.schedule
+    if spec.sampler == "spaced":
+        guide = _restoration_guidance(model, params, spec, cond, values)
+        return samplers.sample_ddpm(network, x_T, noise, schedule, parameterization=spec.parameterization,
+                                    trajectory=trajectory, guide_x0=guide)
+    if spec.sampler == "ddim":
+        return samplers.sample_ddim(network, x_T, noise, schedule, parameterization=spec.parameterization,
+                                    eta=values.eta, trajectory=trajectory)
+    denoise = edm.discrete_denoiser(network, schedule, spec.parameterization)
+    x = x_T * jnp.sqrt(1.0 + schedule.sigmas[0] ** 2)   # DiffBIR EDMSampler.sample
+    solver = spec.sampler[len("edm_"):]
+    options = {"euler": dict(s_churn=values.s_churn, s_tmin=values.s_tmin, s_tmax=values.s_tmax,
+                             s_noise=values.s_noise),
+               "dpm++_2m": {}, "dpm++_3m_sde": dict(eta=values.eta, s_noise=values.s_noise)}[solver]
+    return edm.SOLVERS[solver](denoise, x, noise, schedule, trajectory=trajectory, **options)
+
+
+def start_latent(alphas_cumprod: np.ndarray, spec: SamplerSpec, values: SamplerValues, c_img, x_T,
+                 from_condition: bool, t_start: int | None = None):
+    """The sampler's starting latent: pure noise ``x_T``, or, with ``from_condition`` (DiffBIR's
+    ``start_point_type="cond"``; the study's starting noise level), the condition latent noised to the first step,
+    ``z = q_sample(c_img, t_0, x_T)`` (eq. 8). EDM samplers multiply their input by √(1 + σ₀²): a full run passes
+    z as DiffBIR does; a run from ``t_start`` passes ``z/√ᾱ_{t0}/√(1 + σ₀²)``, so the sampler starts exactly at
+    ``c_img + σ₀·x_T``."""
+    if not from_condition:
+        return x_T
+    t0 = int(np.asarray(values.schedule.timesteps)[0])
+    a = float(np.sqrt(alphas_cumprod[t0]))
+    z = S.q_sample(c_img, x_T, a, float(np.sqrt(1.0 - alphas_cumprod[t0])))
+    if spec.sampler in SPACED_SAMPLERS or t_start is None:
+        return z
+    sigma0 = float(np.asarray(values.schedule.sigmas)[0])
+    return z / a / np.sqrt(1.0 + sigma0 ** 2)
