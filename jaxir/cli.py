@@ -2,11 +2,13 @@
 
   jaxir study      sweep degradation levels × restorers × images; CSV, markdown report and plots (resumable)
   jaxir restorers  list the registered restorers and whether they can run
+  jaxir restore    restore an image or a folder of degraded images with any restorer (every CLDM sampler knob)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -89,6 +91,94 @@ def cmd_restorers(args) -> int:
     return 0
 
 
+# jaxir restore options that set DiffBIRSettings fields (CLDM restorers only): (flag, field, type, help)
+CLDM_OPTIONS = (
+    ("--sampler", "sampler", str, "spaced, ddim, edm_euler, edm_dpm++_2m, edm_dpm++_3m_sde"),
+    ("--steps", "steps", int, "sampling steps"),
+    ("--cfg-scale", "cfg_scale", float, "classifier-free guidance scale (1: no guidance)"),
+    ("--strength", "strength", float, "control strength (scale of every ControlNet output)"),
+    ("--pos-prompt", "pos_prompt", str, "prompt"),
+    ("--neg-prompt", "neg_prompt", str, "negative prompt"),
+    ("--t-start", "t_start", int, "start from the condition latent noised to this timestep (starting noise level)"),
+    ("--s-churn", "s_churn", float, "EDM Euler churn"),
+    ("--s-tmin", "s_tmin", float, "EDM Euler churn from this sigma"),
+    ("--s-tmax", "s_tmax", float, "EDM Euler churn up to this sigma"),
+    ("--s-noise", "s_noise", float, "EDM noise multiplier"),
+    ("--eta", "eta", float, "DDIM / DPM++ SDE eta"),
+    ("--guidance-space", "guidance_space", str, "restoration guidance (spaced sampler): latent or rgb"),
+    ("--guidance-loss", "guidance_loss", str, "restoration guidance loss: mse or w_mse"),
+    ("--guidance-scale", "guidance_scale", float, "restoration guidance scale"),
+    ("--guidance-t-start", "guidance_t_start", float, "guidance active while t + 1 < this"),
+    ("--guidance-t-stop", "guidance_t_stop", float, "guidance active while t + 1 > this"),
+    ("--guidance-repeat", "guidance_repeat", int, "guidance gradient steps per sampling step"),
+    ("--min-short-edge", "min_short_edge", int, "resize the condition's short side up to this (0: never)"),
+    ("--color-fix", "color_fix", str, "wavelet, adain or none"),
+    ("--latent-tile", "latent_tile", int, "tiled sampling: tile size in pixels (multiple of 64)"),
+    ("--latent-tile-stride", "latent_tile_stride", int, "tiled sampling: stride in pixels"),
+    ("--vae-tile", "vae_tile", int, "tiled VAE: tile size in pixels (multiple of 64)"),
+)
+
+
+def _restorer_function(args):
+    """The restore function of ``args.restorer``: a DiffBIR pipeline with the CLDM options, or a registered
+    restorer (which takes no CLDM options)."""
+    import jax
+
+    from jaxir.restorers import get
+
+    overrides = {field: getattr(args, field) for _, field, _, _ in CLDM_OPTIONS if getattr(args, field) is not None}
+    overrides.update({k: True for k in ("rescale_cfg", "start_from_condition") if getattr(args, k)})
+    if args.stage1:
+        get(args.stage1)   # an unknown name fails here, with the registered ones listed
+        overrides["stage1"] = tuple((task, args.stage1) for task in ("sr", "deblur", "denoise", "dejpeg", "identity"))
+    restorer = get(args.restorer)
+    if restorer.family != "cldm":
+        if overrides:
+            raise JaxirInputError(f"{', '.join(sorted(overrides))}: sampler options apply to CLDM restorers only")
+        reason = restorer.unavailable_reason()
+        if reason:
+            raise JaxirInputError(f"restorer {restorer.name} unavailable: {reason}")
+        return lambda lq, degradation, index: restorer.restore(lq, degradation)
+    from jaxir.restorers.cldm import diffbir_pipeline
+
+    version = args.restorer.removeprefix("diffbir_")
+    if args.checkpoint is None and restorer.unavailable_reason():
+        raise JaxirInputError(f"restorer {restorer.name} unavailable: {restorer.unavailable_reason()}")
+    pipeline = diffbir_pipeline(version, args.checkpoint, seed=args.seed, **overrides)
+    key = jax.random.key(args.seed)
+    return lambda lq, degradation, index: pipeline(lq, degradation, key, sample_ids=[index])
+
+
+def cmd_restore(args) -> int:
+    import jax.numpy as jnp
+    from tqdm import tqdm
+
+    from jaxir.data import image_folder, load_image, save_image
+
+    degradation = parse_level(args.level)
+    source = Path(args.input)
+    if source.is_dir():
+        images = [(r.name, r.image) for r in image_folder(source, alpha=args.alpha)]
+    else:
+        images = [(source.stem, load_image(source, alpha=args.alpha))]
+    restore = _restorer_function(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = 0
+    for index, (name, image) in enumerate(tqdm(images, desc=args.restorer, disable=args.quiet)):
+        target = out / f"{name}.png"
+        if target.exists() and not args.overwrite:
+            continue   # resumable: finished images are kept
+        restored = restore(jnp.asarray(image)[None], degradation, index)[0]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.stem}.partial.png")
+        save_image(partial, restored)
+        os.replace(partial, target)   # an interrupted write never looks finished
+        done += 1
+    print(f"restored {done} of {len(images)} images into {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxir", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--save-images", action="store_true", help="also write every restored image as PNG")
     study.add_argument("--quiet", action="store_true", help="no progress bar")
     study.set_defaults(func=cmd_study)
+    restore = sub.add_parser("restore", help="restore an image or a folder of degraded images")
+    restore.add_argument("input", help="a degraded image or a folder of them")
+    restore.add_argument("--out", required=True, help="output folder (PNG per image; existing ones are kept)")
+    restore.add_argument("--restorer", required=True, help="registered restorer (see `jaxir restorers`)")
+    restore.add_argument("--level", default="sr4", help="the degradation the inputs went through (as in study "
+                         "levels: srN, blurS, noiseB, jpegQ joined by '+'); sets the output scale and the task")
+    restore.add_argument("--checkpoint", help="CLDM checkpoint directory (default: the restorer's named one)")
+    restore.add_argument("--stage1", help="CLDM stage-1 restorer for every task (default: the version's own)")
+    restore.add_argument("--seed", type=int, default=0, help="CLDM noise: image i uses fold_in(key(seed), i)")
+    restore.add_argument("--alpha", default="error", choices=("error", "drop", "white", "black"))
+    restore.add_argument("--rescale-cfg", action="store_true", help="DiffBIR's rescaled CFG schedule")
+    restore.add_argument("--start-from-condition", action="store_true",
+                         help="start from the noised condition latent instead of pure noise")
+    for flag, field, kind, text in CLDM_OPTIONS:
+        restore.add_argument(flag, dest=field, type=kind, help=text + " (CLDM restorers)")
+    restore.add_argument("--overwrite", action="store_true", help="redo images already in --out")
+    restore.add_argument("--quiet", action="store_true", help="no progress bar")
+    restore.set_defaults(func=cmd_restore)
     listing = sub.add_parser("restorers", help="list restorers and whether they can run")
     listing.set_defaults(func=cmd_restorers)
     return parser
