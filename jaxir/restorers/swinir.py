@@ -7,14 +7,19 @@
   degradations), run as DiffBIR's ``SwinIRPipeline`` runs it: the LQ image is first upscaled by the degradation's
   α with bicubic (DiffBIR: PIL ``BICUBIC`` on the 8-bit image; here MATLAB ``imresize``, the same a = −0.5 cubic,
   which differs only at the borders and by 8-bit rounding; clamped to [0, 1] like the 8-bit image), zero-padded
-  at the bottom/right to a multiple of 64, restored at that size and cropped. DiffBIR additionally resizes short
-  sides below 512 before its diffusion stage; that belongs to the CLDM pipeline, not here.
+  at the bottom/right to a multiple of 64, restored at that size and cropped. DiffBIR's ``SwinIRPipeline``
+  (v2.0 ``run_stage1``, v2.1 ``apply_cleaner``) also enlarges images whose short side is below 512 (antialiased
+  bicubic) *before* the cleaner; this restorer does not (it restores at the clean image's size, like the other SR
+  restorers), so on images smaller than 512 its output differs from DiffBIR's stage-1 output.
 
 The SR models run on the LQ batch. The output has the clean image's size, ``round(lq_size × α)``: when the
 model's scale differs from α (a ×4 model on an SR ×2 input), its output is resized to that size with MATLAB
-bicubic (:func:`jaxir.degradations.resize.imresize`, antialiased when shrinking). Images with a side above the
-tile size go through :func:`jaxir.tiling.tiled_apply` (Gaussian-blended overlapping tiles; the network compiles
-once per tile shape). Outputs are clamped to [0, 1], as SwinIR's test script and DiffBIR clamp before saving.
+bicubic (:func:`jaxir.degradations.resize.imresize`, antialiased when shrinking). The LQ image is first
+reflect-padded to the window multiple as a whole (the network's ``check_image_size``; SwinIR's
+``main_test_swinir.py`` likewise pads before tiling), so that tiles see the same bottom/right border as the whole
+image; images with a side above the tile size then go through :func:`jaxir.tiling.tiled_apply` (Gaussian-blended
+overlapping tiles; the network compiles once per tile shape). Outputs are clamped to [0, 1], as SwinIR's test
+script and DiffBIR clamp before saving.
 """
 
 from __future__ import annotations
@@ -67,9 +72,14 @@ def make_restore(model, params, tile: int = TILE, overlap: int = OVERLAP):
     _check_tiling(tile, overlap)
     network = jax.jit(lambda p, x: model.apply({"params": p}, x))
     scale = model.config.output_scale
+    multiple = model.config.pad_multiple
 
     def restore(lq, degradation: Degradation):
-        out = tiled_apply(lambda x: network(params, x), lq, tile, overlap, scale=scale)
+        # Pad the whole image to the window multiple before tiling, as SwinIR's main_test_swinir.py does, with
+        # the network's own reflect padding: tiles then see the same bottom/right border as the untiled network.
+        h, w = lq.shape[1], lq.shape[2]
+        padded = jnp.pad(lq, ((0, 0), (0, -h % multiple), (0, -w % multiple), (0, 0)), mode="reflect")
+        out = tiled_apply(lambda x: network(params, x), padded, tile, overlap, scale=scale)[:, :h * scale, :w * scale]
         size = output_size(lq.shape[1], lq.shape[2], degradation)
         if out.shape[1:3] != size:
             out = imresize(out, size=size)
