@@ -462,7 +462,7 @@ class SUPIR:
         self._encode_scaled = method("encode_scaled")
         self._decode = method("decode")
         self._denoiser = jax.jit(self._denoiser_fn)
-        self._sample = jax.jit(self._sample_fn)
+        self._sample = jax.jit(self._sample_fn, static_argnames="trajectory")
 
     @property
     def latent_scale(self) -> float:
@@ -513,19 +513,23 @@ class SUPIR:
         return self._denoiser(params, x, jnp.asarray(sigma, jnp.float32), dict(cond),
                               jnp.asarray(control_scale, jnp.float32))
 
-    def _sample_fn(self, params, x_init, sigmas, noise, x_center, cond, uncond, settings):
+    def _sample_fn(self, params, x_init, sigmas, noise, x_center, cond, uncond, settings, trajectory=False):
         def denoise(x, sigma, cfg_scale, control_scale):
             both = jax.tree.map(lambda u, c: jnp.concatenate([u, c]), dict(uncond), dict(cond))
             out = self._denoiser_fn(params, jnp.concatenate([x, x]), sigma, both, control_scale)
             out_uncond, out_cond = jnp.split(out, 2)
             return out_uncond + cfg_scale * (out_cond - out_uncond)
 
-        return restore_edm.sample_restore_edm(denoise, x_init, sigmas, noise, x_center, settings)
+        return restore_edm.sample_restore_edm(denoise, x_init, sigmas, noise, x_center, settings, trajectory)
 
     def sample(self, params, x_init, sigmas, noise, x_center, cond: Mapping, uncond: Mapping,
-               settings: restore_edm.RestoreEDMSettings):
+               settings: restore_edm.RestoreEDMSettings, trajectory: bool = False):
         """``RestoreEDMSampler`` as ``batchify_sample`` calls it (classifier-free guidance on one batch
         [uncond; cond]); every argument is traced, so new noise, σ schedules (of the same length) or settings
-        reuse the compiled program. Returns the final latent."""
-        return self._sample(params, x_init, jnp.asarray(sigmas, jnp.float32), noise, x_center, dict(cond),
-                            dict(uncond), settings)
+        reuse the compiled program (arrays and settings are cast to float32 first: an int setting such as
+        ``s_churn=5`` would otherwise trace with another dtype). Returns the final latent, and with
+        ``trajectory`` also the :class:`~jaxir.diffusion.restore_edm.StepRecord` of every step."""
+        f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+        return self._sample(params, f32(x_init), f32(sigmas), f32(noise), f32(x_center),
+                            jax.tree.map(f32, dict(cond)), jax.tree.map(f32, dict(uncond)),
+                            restore_edm.RestoreEDMSettings(*map(f32, settings)), trajectory=trajectory)
