@@ -163,13 +163,15 @@ def test_seeds_start_levels_and_scales_are_traced(tiny):
 
 @needs_fixtures
 def test_latent_tiling_covers_the_image(tiny):
-    """A 120×72 image (latent 16×16 after padding): a 128 px tile covers everything and equals the untiled run;
-    64 px tiles with stride 32 (3×3 latent tiles of 8×8) blend to the same shape, finite and close to it."""
-    lq, degradation = _photos(1, (120, 72)), Degradation(blur_sigma=1.0)
-    untiled = np.asarray(_pipeline(tiny)(lq, degradation, jax.random.key(0)))
-    whole = np.asarray(_pipeline(tiny, latent_tile=128, latent_tile_stride=64)(lq, degradation, jax.random.key(0)))
+    """A 64×120 image (latent 8×16 after padding), without CFG: a 128 px tile covers everything and equals the
+    untiled run; 64 px tiles with stride 32 (three 8×8 latent tiles) blend to the same shape, finite and close."""
+    lq, degradation = _photos(1, (64, 120)), Degradation(blur_sigma=1.0)
+    untiled = np.asarray(_pipeline(tiny, cfg_scale=1.0)(lq, degradation, jax.random.key(0)))
+    whole = np.asarray(_pipeline(tiny, cfg_scale=1.0, latent_tile=128, latent_tile_stride=64)(
+        lq, degradation, jax.random.key(0)))
     np.testing.assert_allclose(whole, untiled, atol=1e-5)
-    tiled = np.asarray(_pipeline(tiny, latent_tile=64, latent_tile_stride=32)(lq, degradation, jax.random.key(0)))
+    tiled = np.asarray(_pipeline(tiny, cfg_scale=1.0, latent_tile=64, latent_tile_stride=32)(
+        lq, degradation, jax.random.key(0)))
     assert tiled.shape == untiled.shape and np.isfinite(tiled).all()
     assert 0 < np.abs(tiled - untiled).mean() < 0.1
     with pytest.raises(JaxirInputError, match="multiple of 64"):
