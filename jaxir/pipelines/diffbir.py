@@ -270,4 +270,4 @@ class DiffBIR:
         restored = self.restore_condition(cond_img, key, sample_ids)
         if restored.shape[1:3] != out_size:
             restored = resize_torch(restored, size=out_size, mode="bicubic_aa")
-        return jnp.clip(restored, 0.0, 1.0)
+        return parallel.gather(jnp.clip(restored, 0.0, 1.0))
