@@ -4,6 +4,7 @@ diffusers (PyTorch) on this CPU, time and peak memory.
     python benchmarks/bench_ldm.py              # full: UNet step at latent 32² and 64², VAE at 256² and 512²
     python benchmarks/bench_ldm.py --quick      # smoke test: latent 32² step and VAE 256², 1 timed round
     python benchmarks/bench_ldm.py --tiny       # the same protocol with small channel widths (fast iteration)
+    python benchmarks/bench_ldm.py --what restore --restore-sizes 512 --steps 50 --variants no-ynn --repeats 1
 
 What is compared (random weights, seeded, float32, batch ``--batch``, default 1):
 
@@ -18,6 +19,13 @@ What is compared (random weights, seeded, float32, batch ``--batch``, default 1)
 * ``vae-encode``: ``0.18215 · mode(E(2x − 1))`` of an image in [0, 1]; ``vae-decode``: ``D(z / 0.18215)``.
   diffusers ``AutoencoderKL`` (SD config: 128/256/512/512) against ``jaxir.models.vae.AutoencoderKL``
   (``encode_latent`` / ``decode``), weights through ``convert_vae(layout="diffusers")``.
+
+* ``restore``: a whole ``--steps``-step restoration of an image of the given side: ``c = 0.18215 · mode(E(2x − 1))``,
+  deterministic DDIM (η = 0, DiffBIR's ``DDIMSampler`` schedule: IDDPM-spaced timesteps, ending at ᾱ[0]) from a
+  given x_T with the IRControlNet + UNet step above (no CFG), then ``D(z / 0.18215)``. PyTorch: the diffusers
+  modules in a Python loop with the DDIM update written out; JAX: jaxir's pipeline code, ``CLDM`` +
+  :func:`jaxir.pipelines.sampling.sample_latent` (one ``lax.scan``) between ``encode_condition`` and ``decode``,
+  in one jit. The first call of each side is round 1 (no separate warm-up: JAX compiled in setup).
 
 Processes: every (side, task) runs in its own worker process (this script re-invoked with ``--side torch|jax
 --what unet|vae-encode|vae-decode --size N``), driven over a pipe by the parent, so that ``ru_maxrss`` (peak RSS,
@@ -118,7 +126,27 @@ def inputs(what: str, size: int, batch: int, context_dim: int) -> dict:
                     ctx=rng.standard_normal((batch, TOKENS, context_dim), dtype=np.float32))
     if what == "vae-encode":
         return dict(x=rng.random((batch, size, size, 3), dtype=np.float32))
+    if what == "restore":
+        return dict(x=rng.random((batch, size, size, 3), dtype=np.float32),
+                    x_T=rng.standard_normal((batch, size // 8, size // 8, 4), dtype=np.float32),
+                    ctx=rng.standard_normal((batch, TOKENS, context_dim), dtype=np.float32))
     return dict(z=rng.standard_normal((batch, size // 8, size // 8, 4), dtype=np.float32))
+
+
+def ddim_tables(steps: int):
+    """DiffBIR's DDIM schedule on SD 2.1's ᾱ: (timesteps descending, ᾱ at them, ᾱ of the step after; ᾱ[0] last)."""
+    sys.path.insert(0, str(ROOT))
+    from jaxir.pipelines.sampling import SamplerSpec, sampler_values
+
+    values = sampler_values(sd_alphas_cumprod(), SamplerSpec("ddim", steps, use_cfg=False), eta=0.0)
+    return values
+
+
+def sd_alphas_cumprod():
+    sys.path.insert(0, str(ROOT))
+    from jaxir.diffusion import schedule as S
+
+    return S.alphas_cumprod(S.sd_linear_betas())
 
 
 def peak_rss_bytes() -> int:
@@ -320,7 +348,7 @@ class TorchSide:
         def nchw(a):
             return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
 
-        if args.what == "unet":
+        if args.what in ("unet", "restore"):
             class ZeroHint(torch.nn.Module):
                 """Stands for the hint network IRControlNet lacks: adds nothing to ``conv_in``'s output."""
 
@@ -333,14 +361,33 @@ class TorchSide:
             unet = load(diffusers.UNet2DConditionModel, "unet", kw["unet"])
             control = load(diffusers.ControlNetModel, "controlnet", kw["controlnet"], no_hint)
             self.params = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in control.parameters())
-            x, hint, ctx = nchw(data["x"]), nchw(data["hint"]), torch.from_numpy(data["ctx"])
-            t = torch.from_numpy(data["t"])
+            ctx = torch.from_numpy(data["ctx"])
 
-            def step():
+            def eps(x, hint, t):
                 down, mid = control(torch.cat([x, hint], dim=1), t, encoder_hidden_states=ctx, controlnet_cond=x,
                                     conditioning_scale=1.0, return_dict=False)
                 return unet(x, t, encoder_hidden_states=ctx, down_block_additional_residuals=down,
                             mid_block_additional_residual=mid, return_dict=False)[0]
+
+            if args.what == "unet":
+                x, hint, t = nchw(data["x"]), nchw(data["hint"]), torch.from_numpy(data["t"])
+
+                def step():
+                    return eps(x, hint, t)
+            else:
+                vae = load(diffusers.AutoencoderKL, "vae", kw["vae"])
+                self.params += sum(p.numel() for p in vae.parameters())
+                image, x_T = nchw(data["x"]), nchw(data["x_T"])
+                sched = ddim_tables(args.steps).schedule
+
+                def step():
+                    c = vae.encode(2 * image - 1).latent_dist.mode() * SCALE
+                    z = x_T
+                    for t, a, a_prev in zip(sched.timesteps, sched.alphas_cumprod, sched.alphas_cumprod_prev):
+                        e = eps(z, c, torch.full((z.shape[0],), int(t)))
+                        x0 = (z - float(np.sqrt(1 - a)) * e) / float(np.sqrt(a))
+                        z = float(np.sqrt(a_prev)) * x0 + float(np.sqrt(1 - a_prev)) * e
+                    return vae.decode(z / SCALE).sample
         else:
             vae = load(diffusers.AutoencoderKL, "vae", kw["vae"])
             self.params = sum(p.numel() for p in vae.parameters())
@@ -417,6 +464,25 @@ class JaxSide:
 
             self.args = (unet_params, control_params, data["x"], data["hint"], data["t"], data["ctx"], scales)
             params = (unet_params, control_params)
+        elif args.what == "restore":
+            from jaxir.models.cldm import CLDM, ControlLDMConfig
+            from jaxir.models.text import TextEncoderConfig
+            from jaxir.pipelines.sampling import Conditions, SamplerSpec, sample_latent
+
+            params = {"unet": to_device(convert_unet(NpyDir(cache / "unet"), unet_cfg, layout="diffusers")),
+                      "controlnet": to_device(convert_controlnet(NpyDir(cache / "controlnet"), control_cfg,
+                                                                 layout="diffusers")),
+                      "vae": to_device(convert_vae(NpyDir(cache / "vae"), vae_cfg, layout="diffusers"))}
+            model = CLDM(ControlLDMConfig(unet_cfg, control_cfg, vae_cfg, TextEncoderConfig()))
+            spec, values = SamplerSpec("ddim", args.steps, use_cfg=False), ddim_tables(args.steps)
+
+            def step(params, image, x_T, ctx, values):
+                c = model.net.apply({"params": params}, image, method="encode_condition")
+                noise = jnp.zeros((spec.steps, *x_T.shape), jnp.float32)   # η = 0: unused
+                z = sample_latent(model, params, spec, Conditions(c, ctx, ctx), x_T, noise, values)
+                return model.net.apply({"params": params}, z, method="decode")
+
+            self.args = (params, data["x"], data["x_T"], data["ctx"], values)
         else:
             vae_params = to_device(convert_vae(NpyDir(cache / "vae"), vae_cfg, layout="diffusers"))
             model = AutoencoderKL(vae_cfg)
@@ -510,7 +576,7 @@ class Worker:
             env.pop("XLA_FLAGS", None)
         env.pop("JAX_COMPILATION_CACHE_DIR", None)   # compile from scratch
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--what", what, "--size", str(size),
-               "--batch", str(args.batch), "--cache-dir", str(args.cache_dir)]
+               "--batch", str(args.batch), "--cache-dir", str(args.cache_dir), "--steps", str(args.steps)]
         if args.tiny:
             cmd.append("--tiny")
         if variant:
@@ -561,6 +627,7 @@ def run_task(what: str, size: int, repeats: int, args, tmp: Path) -> list[dict]:
           flush=True)
     first = torch_w("run")
     print(f"  torch first call {first['wall']:.2f} s (load {load_str(first['load'])})", flush=True)
+    warm_up = what != "restore"   # a restoration is long: its first calls are timed round 1
     ref_path = tmp / f"torch_{what}_{size}.npy"
     torch_w("save", path=str(ref_path))
     torch_times_all = []
@@ -575,7 +642,10 @@ def run_task(what: str, size: int, repeats: int, args, tmp: Path) -> list[dict]:
             jfirst = jax_w("run")
             print(f"  jax/{variant} first call {jfirst['wall']:.2f} s", flush=True)
             tt, jt, loads, tcpu, jcpu = [], [], [], [], []
-            for r in range(repeats):
+            if not warm_up:
+                tt, jt, loads = [first["wall"]], [jfirst["wall"]], [jfirst["load"]]
+                tcpu, jcpu = [first["cpu"]], [jfirst["cpu"]]
+            for r in range(repeats if warm_up else repeats - 1):
                 order = (("torch", torch_w), ("jax", jax_w)) if r % 2 == 0 else (("jax", jax_w), ("torch", torch_w))
                 got = {}
                 for side, w in order:
@@ -608,7 +678,7 @@ def run_task(what: str, size: int, repeats: int, args, tmp: Path) -> list[dict]:
 
 
 LABELS = {"unet": "ControlNet + UNet step (latent)", "vae-encode": "VAE encode (image)",
-          "vae-decode": "VAE decode (image)"}
+          "vae-decode": "VAE decode (image)", "restore": "whole restoration, DDIM (image)"}
 
 
 def table(rows: list[dict]) -> str:
@@ -654,6 +724,8 @@ def main(argv=None) -> None:
                                                 "(worker: one task)")
     p.add_argument("--sizes", default=None, help="comma-separated latent sides for unet (default 32,64)")
     p.add_argument("--vae-sizes", default=None, help="comma-separated image sides for the VAE (default 256,512)")
+    p.add_argument("--restore-sizes", default="512", help="comma-separated image sides for restore (default 512)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps of restore (default 50)")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help="JAX variants, comma-separated: default or no-ynn (XLA flags), optionally followed by "
                         "+chunkN (attention over query chunks of N, normalised after P·V), +hmchunkN (the same on (B, heads, T, d) "
@@ -680,7 +752,7 @@ def main(argv=None) -> None:
     whats = args.what.split(",") if args.what else ["unet", "vae-encode", "vae-decode"]
     for what in whats:
         default_sizes = (32, 64) if what == "unet" else (256, 512)
-        given = args.sizes if what == "unet" else args.vae_sizes
+        given = {"unet": args.sizes, "restore": args.restore_sizes}.get(what, args.vae_sizes)
         sizes = [int(s) for s in given.split(",")] if given else default_sizes[:1 if args.quick else 2]
         for size in sizes:
             small = size == default_sizes[0]
