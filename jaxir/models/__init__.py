@@ -12,6 +12,7 @@ from jaxir.models import lpips_backbones
 from jaxir.models import rrdbnet, scunet
 from jaxir.models import swinir
 from jaxir.models import supir
+from jaxir.models import restorer_cnn
 
 register_kind(ModelKind("vae", vae.VAEConfig, vae.AutoencoderKL, vae.param_shapes))
 register_kind(ModelKind("unet", unet.UNetConfig, unet.UNetModel, unet.param_shapes))
@@ -25,3 +26,5 @@ register_kind(ModelKind("rrdbnet", rrdbnet.RRDBNetConfig, rrdbnet.RRDBNet, rrdbn
 register_kind(ModelKind("scunet", scunet.SCUNetConfig, scunet.SCUNet, scunet.param_shapes))
 register_kind(ModelKind("swinir", swinir.SwinIRConfig, swinir.SwinIR, swinir.param_shapes))
 register_kind(ModelKind("supir", supir.SUPIRConfig, supir.SUPIR, supir.param_shapes))
+register_kind(ModelKind("residual_cnn", restorer_cnn.ResidualCNNConfig, restorer_cnn.ResidualCNN,
+                         restorer_cnn.param_shapes))
