@@ -41,9 +41,10 @@ class TrainConfig:
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """AdamW with linear warm-up then cosine decay to 0, after global-norm gradient clipping."""
-    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, min(config.warmup_steps, config.steps),
-                                                  max(config.steps, 1))
+    """AdamW with linear warm-up (at most half the run) then cosine decay to 0, after global-norm gradient
+    clipping."""
+    warmup = min(config.warmup_steps, config.steps // 2)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(config.steps, warmup + 1))
     return optax.chain(optax.clip_by_global_norm(config.grad_clip),
                        optax.adamw(schedule, weight_decay=config.weight_decay))
 
