@@ -2,7 +2,8 @@
 
   jaxir study      sweep degradation levels × restorers × images; CSV, markdown report and plots (resumable)
   jaxir restorers  list the registered restorers and whether they can run
-  jaxir restore    restore an image or a folder of degraded images with any restorer (every CLDM sampler knob)
+  jaxir restore    restore an image or a folder of degraded images with any restorer (every DiffBIR / SUPIR
+                   sampler knob)
 """
 
 from __future__ import annotations
@@ -95,9 +96,10 @@ def cmd_restorers(args) -> int:
 CLDM_OPTIONS = (
     ("--sampler", "sampler", str, "spaced, ddim, edm_euler, edm_dpm++_2m, edm_dpm++_3m_sde"),
     ("--steps", "steps", int, "sampling steps"),
-    ("--cfg-scale", "cfg_scale", float, "classifier-free guidance scale (1: no guidance)"),
+    ("--cfg-scale", "cfg_scale", float, "classifier-free guidance scale (1: no guidance; SUPIR: the scale at "
+     "sigma 0, --s_cfg)"),
     ("--strength", "strength", float, "control strength (scale of every ControlNet output)"),
-    ("--pos-prompt", "pos_prompt", str, "prompt"),
+    ("--pos-prompt", "pos_prompt", str, "prompt (SUPIR: the additive prompt, --a_prompt)"),
     ("--neg-prompt", "neg_prompt", str, "negative prompt"),
     ("--t-start", "t_start", int, "start from the condition latent noised to this timestep (starting noise level)"),
     ("--s-churn", "s_churn", float, "EDM Euler churn"),
@@ -111,40 +113,80 @@ CLDM_OPTIONS = (
     ("--guidance-t-start", "guidance_t_start", float, "guidance active while t + 1 < this"),
     ("--guidance-t-stop", "guidance_t_stop", float, "guidance active while t + 1 > this"),
     ("--guidance-repeat", "guidance_repeat", int, "guidance gradient steps per sampling step"),
-    ("--min-short-edge", "min_short_edge", int, "resize the condition's short side up to this (0: never)"),
+    ("--min-short-edge", "min_short_edge", int, "resize the condition's short side up to this (0: never; SUPIR: "
+     "--min_size)"),
     ("--color-fix", "color_fix", str, "wavelet, adain or none"),
-    ("--latent-tile", "latent_tile", int, "tiled sampling: tile size in pixels (multiple of 64)"),
-    ("--latent-tile-stride", "latent_tile_stride", int, "tiled sampling: stride in pixels"),
+    ("--latent-tile", "latent_tile", int, "tiled sampling: tile size in pixels (multiple of 64; SUPIR: of 8, "
+     "1024 = SUPIR's 128 latent pixels)"),
+    ("--latent-tile-stride", "latent_tile_stride", int, "tiled sampling: stride in pixels (SUPIR default: half "
+     "the tile)"),
     ("--vae-tile", "vae_tile", int, "tiled VAE: tile size in pixels (multiple of 64)"),
+)
+# the CLDM options SUPIR takes, and the SUPIRSettings field (or supir_pipeline argument) each sets
+SUPIR_FROM_CLDM = {"steps": "steps", "cfg_scale": "cfg_scale", "pos_prompt": "a_prompt", "neg_prompt": "n_prompt",
+                   "s_churn": "s_churn", "s_noise": "s_noise", "min_short_edge": "min_size", "color_fix": "color_fix",
+                   "latent_tile": "latent_tile", "latent_tile_stride": "latent_tile_stride", "vae_tile": "vae_tile"}
+# SUPIR-only options (SUPIRSettings fields): (flags, field, type, help); type None: a --x / --no-x switch
+SUPIR_OPTIONS = (
+    (("--restoration-scale",), "restoration_scale", float,
+     "restoration-guided sampling towards the stage-1 latent (--s_stage1; <= 0: off)"),
+    (("--control-scale", "--s-stage2"), "control_scale", float, "control scale (--s_stage2)"),
+    (("--linear-cfg",), "use_linear_cfg", None, "CFG linear in sigma from --cfg-scale-start (--linear_CFG)"),
+    (("--cfg-scale-start",), "cfg_scale_start", float, "linear CFG: the scale at sigma_max (--spt_linear_CFG)"),
+    (("--linear-control-scale",), "use_linear_control_scale", None,
+     "control scale linear in sigma from --control-scale-start (--linear_s_stage2)"),
+    (("--control-scale-start",), "control_scale_start", float,
+     "linear control scale: the scale at sigma_max (--spt_linear_s_stage2)"),
+    (("--prompt",), "prompt", str, "caption put before --pos-prompt (SUPIR gets it from LLaVA)"),
 )
 
 
 def _restorer_function(args):
-    """The restore function of ``args.restorer``: a DiffBIR pipeline with the CLDM options, or a registered
-    restorer (which takes no CLDM options)."""
+    """The restore function of ``args.restorer``: a DiffBIR or SUPIR pipeline with the CLDM options, or a
+    registered restorer (which takes no CLDM options). An option the chosen restorer does not take is an error."""
     import jax
 
     from jaxir.restorers import get
 
     overrides = {field: getattr(args, field) for _, field, _, _ in CLDM_OPTIONS if getattr(args, field) is not None}
     overrides.update({k: True for k in ("rescale_cfg", "start_from_condition") if getattr(args, k)})
+    supir_options = {field: getattr(args, field) for _, field, _, _ in SUPIR_OPTIONS
+                     if getattr(args, field) is not None}
+    flags = {field: flag for flag, field, _, _ in CLDM_OPTIONS}
+    flags.update({field: names[0] for names, field, _, _ in SUPIR_OPTIONS})
+    flags.update(rescale_cfg="--rescale-cfg", start_from_condition="--start-from-condition", stage1="--stage1")
     if args.stage1:
         get(args.stage1)   # an unknown name fails here, with the registered ones listed
         overrides["stage1"] = tuple((task, args.stage1) for task in ("sr", "deblur", "denoise", "dejpeg", "identity"))
     restorer = get(args.restorer)
     if restorer.family != "cldm":
-        if overrides:
-            raise JaxirInputError(f"{', '.join(sorted(overrides))}: sampler options apply to CLDM restorers only")
+        if overrides or supir_options:
+            raise JaxirInputError(f"{', '.join(sorted({**overrides, **supir_options}))}: sampler options apply to "
+                                  "CLDM restorers only")
         reason = restorer.unavailable_reason()
         if reason:
             raise JaxirInputError(f"restorer {restorer.name} unavailable: {reason}")
         return lambda lq, degradation, index: restorer.restore(lq, degradation)
-    from jaxir.restorers.cldm import diffbir_pipeline
+    from jaxir.restorers.cldm import SUPIR, diffbir_pipeline, supir_pipeline
 
-    version = args.restorer.removeprefix("diffbir_")
+    is_supir = args.restorer in {r.name for r in SUPIR.values()}
+    if is_supir:
+        wrong = [flags[f] for f in overrides if f not in SUPIR_FROM_CLDM]
+        if wrong:
+            raise JaxirInputError(f"{', '.join(wrong)}: not options of {restorer.name} (SUPIR takes "
+                                  f"{', '.join(flags[f] for f in SUPIR_FROM_CLDM)} and the SUPIR options)")
+    elif supir_options:
+        raise JaxirInputError(f"{', '.join(flags[f] for f in supir_options)}: SUPIR options, not options of "
+                              f"{restorer.name}")
     if args.checkpoint is None and restorer.unavailable_reason():
         raise JaxirInputError(f"restorer {restorer.name} unavailable: {restorer.unavailable_reason()}")
-    pipeline = diffbir_pipeline(version, args.checkpoint, seed=args.seed, **overrides)
+    if is_supir:
+        supir_overrides = {SUPIR_FROM_CLDM[f]: value for f, value in overrides.items()}
+        pipeline = supir_pipeline(args.restorer.removeprefix("supir_"), args.checkpoint, seed=args.seed,
+                                  **supir_overrides, **supir_options)
+    else:
+        pipeline = diffbir_pipeline(args.restorer.removeprefix("diffbir_"), args.checkpoint, seed=args.seed,
+                                    **overrides)
     key = jax.random.key(args.seed)
     return lambda lq, degradation, index: pipeline(lq, degradation, key, sample_ids=[index])
 
@@ -179,6 +221,24 @@ def cmd_restore(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from jaxir.models.restorer_cnn import ResidualCNNConfig
+    from jaxir.train.loop import TrainConfig
+    from jaxir.train.restorer import TASKS, RestorerData, train_restorer
+
+    if args.task not in TASKS:
+        raise JaxirInputError(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}")
+    model = ResidualCNNConfig(scale=int(TASKS[args.task].scale), features=args.features, blocks=args.blocks)
+    config = TrainConfig(steps=args.steps, learning_rate=args.lr, eval_every=args.eval_every,
+                         checkpoint_every=args.eval_every, log_every=min(50, args.eval_every))
+    data = RestorerData(batch=args.batch, crop=args.crop, loss=args.loss)
+    command = "jaxir " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("jaxir") else None
+    path = train_restorer(args.task, args.out, model_config=model, train_config=config, data=data, seed=args.seed,
+                          progress=not args.quiet, command=command)
+    print(f"trained restorer written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxir", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -210,9 +270,29 @@ def build_parser() -> argparse.ArgumentParser:
                          help="start from the noised condition latent instead of pure noise")
     for flag, field, kind, text in CLDM_OPTIONS:
         restore.add_argument(flag, dest=field, type=kind, help=text + " (CLDM restorers)")
+    for names, field, kind, text in SUPIR_OPTIONS:
+        if kind is None:
+            restore.add_argument(*names, dest=field, action=argparse.BooleanOptionalAction, default=None,
+                                 help=text + " (SUPIR)")
+        else:
+            restore.add_argument(*names, dest=field, type=kind, help=text + " (SUPIR)")
     restore.add_argument("--overwrite", action="store_true", help="redo images already in --out")
     restore.add_argument("--quiet", action="store_true", help="no progress bar")
     restore.set_defaults(func=cmd_restore)
+    trainer = sub.add_parser("train", help="train the small residual CNN restorer (resumable in --out)")
+    trainer.add_argument("--task", required=True, help="sr2, sr4 or blur2")
+    trainer.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, and model/ at the end")
+    trainer.add_argument("--steps", type=int, default=3000)
+    trainer.add_argument("--batch", type=int, default=16)
+    trainer.add_argument("--crop", type=int, default=64)
+    trainer.add_argument("--features", type=int, default=32)
+    trainer.add_argument("--blocks", type=int, default=4)
+    trainer.add_argument("--lr", type=float, default=1e-3)
+    trainer.add_argument("--loss", default="l2", choices=("l1", "l2"), help="pixel loss (eq. 4 is l2)")
+    trainer.add_argument("--eval-every", type=int, default=500)
+    trainer.add_argument("--seed", type=int, default=0)
+    trainer.add_argument("--quiet", action="store_true")
+    trainer.set_defaults(func=cmd_train)
     listing = sub.add_parser("restorers", help="list restorers and whether they can run")
     listing.set_defaults(func=cmd_restorers)
     return parser
