@@ -114,8 +114,8 @@ def test_cli_study_writes_csv_report_plots(tmp_path, capsys):
     argv = ["study", "--images", str(folder), "--levels", "sr2,blur1", "--out", str(out), "--quiet", "--save-images"]
     assert main(argv) == 0
     rows = read_results(out / "results.csv")
-    assert {(r["level"], r["restorer"]) for r in rows} == {("SR x2", "bicubic"), ("blur σ=1", "bicubic"),
-                                                           ("blur σ=1", "wiener")}
+    assert {(r["level"], r["restorer"]) for r in rows} == {("SR x2", "bicubic"), ("SR x2", "jaxir_cnn"),
+                                                           ("blur σ=1", "bicubic"), ("blur σ=1", "wiener")}
     assert all(r["height"] == 100 and r["width"] == 104 for r in rows)
     report = (out / "report.md").read_text()
     assert "| SR x2 | 0.5 |" in report and "wiener" in report
@@ -123,7 +123,7 @@ def test_cli_study_writes_csv_report_plots(tmp_path, capsys):
         assert (out / name).stat().st_size > 10_000
     assert (out / "images" / "SR_x2" / "bicubic" / "a.png").exists()
     assert main(argv) == 0  # resumes: nothing to do, same rows
-    assert len(read_results(out / "results.csv")) == 3
+    assert len(read_results(out / "results.csv")) == 4
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):

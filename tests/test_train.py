@@ -129,3 +129,14 @@ def test_shipped_checkpoints_restore_a_photo_better_than_the_baseline(name, degr
     reference = float(psnr(jnp.clip(baseline, 0, 1), hq, crop_border=border, y_channel=True)[0])
     assert restored.shape == hq.shape
     assert ours > reference + 0.2, (ours, reference)
+
+
+def test_shipped_restorer_takes_only_what_it_was_trained_for():
+    from jaxir.cli import parse_level
+    from jaxir.restorers import get
+
+    restorer = get("jaxir_cnn")
+    assert [restorer.handles(parse_level(s)) for s in ("sr2", "sr4", "blur2", "sr3", "blur1", "blur2+noise0.01")] \
+        == [True, True, True, False, False, False]
+    with pytest.raises(JaxirInputError, match="no model for blur σ=1"):
+        restorer.restore(jnp.zeros((1, 16, 16, 3)), parse_level("blur1"))

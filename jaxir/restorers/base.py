@@ -25,7 +25,8 @@ RestoreFn = Callable[[jax.Array, Degradation], jax.Array]
 @dataclasses.dataclass(frozen=True)
 class Restorer:
     """name: unique key; restore: (LQ NHWC, degradation) → HQ NHWC; tasks: the Degradation.task values it
-    handles; family: "classical", "learned" or "cldm"; check: returns None when usable, else the reason."""
+    handles; family: "classical", "learned" or "cldm"; check: returns None when usable, else the reason;
+    accepts: an optional narrower test of the degradations it is meant for (e.g. the blur it was trained on)."""
 
     name: str
     restore: RestoreFn
@@ -34,9 +35,10 @@ class Restorer:
     description: str
     uses_known_degradation: bool = False
     check: Callable[[], str | None] = lambda: None
+    accepts: Callable[[Degradation], bool] | None = None
 
     def handles(self, degradation: Degradation) -> bool:
-        return degradation.task in self.tasks
+        return degradation.task in self.tasks and (self.accepts is None or self.accepts(degradation))
 
     def unavailable_reason(self) -> str | None:
         return self.check()
