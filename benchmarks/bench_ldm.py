@@ -133,13 +133,13 @@ def inputs(what: str, size: int, batch: int, context_dim: int) -> dict:
     return dict(z=rng.standard_normal((batch, size // 8, size // 8, 4), dtype=np.float32))
 
 
-def ddim_tables(steps: int):
-    """DiffBIR's DDIM schedule on SD 2.1's ᾱ: (timesteps descending, ᾱ at them, ᾱ of the step after; ᾱ[0] last)."""
+def ddim_values(steps: int):
+    """jaxir's sampler values for DiffBIR's DDIM on SD 2.1's ᾱ (``.schedule``: timesteps descending, ᾱ at them, ᾱ of
+    the step after, ᾱ[0] last); the PyTorch loop reads the same tables."""
     sys.path.insert(0, str(ROOT))
     from jaxir.pipelines.sampling import SamplerSpec, sampler_values
 
-    values = sampler_values(sd_alphas_cumprod(), SamplerSpec("ddim", steps, use_cfg=False), eta=0.0)
-    return values
+    return sampler_values(sd_alphas_cumprod(), SamplerSpec("ddim", steps, use_cfg=False), eta=0.0)
 
 
 def sd_alphas_cumprod():
@@ -378,7 +378,7 @@ class TorchSide:
                 vae = load(diffusers.AutoencoderKL, "vae", kw["vae"])
                 self.params += sum(p.numel() for p in vae.parameters())
                 image, x_T = nchw(data["x"]), nchw(data["x_T"])
-                sched = ddim_tables(args.steps).schedule
+                sched = ddim_values(args.steps).schedule
 
                 def step():
                     c = vae.encode(2 * image - 1).latent_dist.mode() * SCALE
@@ -474,7 +474,7 @@ class JaxSide:
                                                                  layout="diffusers")),
                       "vae": to_device(convert_vae(NpyDir(cache / "vae"), vae_cfg, layout="diffusers"))}
             model = CLDM(ControlLDMConfig(unet_cfg, control_cfg, vae_cfg, TextEncoderConfig()))
-            spec, values = SamplerSpec("ddim", args.steps, use_cfg=False), ddim_tables(args.steps)
+            spec, values = SamplerSpec("ddim", args.steps, use_cfg=False), ddim_values(args.steps)
 
             def step(params, image, x_T, ctx, values):
                 c = model.net.apply({"params": params}, image, method="encode_condition")

@@ -188,6 +188,8 @@ class DiffBIR:
         self.params = params if mesh is None else parallel.replicate(params, mesh)
         self.stage1 = stage1
         self._prompts = {}
+        # the settings are frozen: schedule tables and sampler values once, not per call
+        self._alphas_cumprod, self._spec, self._values = settings.alphas_cumprod(), settings.spec, settings.values()
 
     def _text(self, prompt: str) -> jax.Array:
         if prompt not in self._prompts:
@@ -245,11 +247,12 @@ class DiffBIR:
         padded = pad_bottom_right(cond_img, PAD_MULTIPLE)
         c_img = self.encode(padded)
         b = c_img.shape[0]
-        spec, values = s.spec, s.values()
-        c_txt = jnp.broadcast_to(self._text(s.pos_prompt), (b, *self._text(s.pos_prompt).shape[1:]))
+        spec, values = self._spec, self._values
+        prompt = self._text(s.pos_prompt)
+        c_txt = jnp.broadcast_to(prompt, (b, *prompt.shape[1:]))
         c_neg = jnp.broadcast_to(self._text(s.neg_prompt), c_txt.shape)
         x_T, noise = samplers.sampler_noise(key, c_img.shape, spec.steps, sample_ids)
-        x_T = start_latent(s.alphas_cumprod(), spec, values, c_img, x_T, s.start_from_condition, s.t_start)
+        x_T = start_latent(self._alphas_cumprod, spec, values, c_img, x_T, s.start_from_condition, s.t_start)
         target = padded * 2.0 - 1.0 if spec.guidance_space == "rgb" else None
         out = sample_latent(self.model, self.params, spec, Conditions(c_img, c_txt, c_neg, target), x_T, noise,
                             values, trajectory=trajectory)
