@@ -180,7 +180,11 @@ def _restorer_function(args):
                               f"{restorer.name}")
     if args.checkpoint is None and restorer.unavailable_reason():
         raise JaxirInputError(f"restorer {restorer.name} unavailable: {restorer.unavailable_reason()}")
-    if is_supir:
+    if restorer.name == "jaxir_cldm":
+        from jaxir.restorers.trained import cldm_pipeline
+
+        pipeline = cldm_pipeline(args.checkpoint, seed=args.seed, **overrides)
+    elif is_supir:
         supir_overrides = {SUPIR_FROM_CLDM[f]: value for f, value in overrides.items()}
         pipeline = supir_pipeline(args.restorer.removeprefix("supir_"), args.checkpoint, seed=args.seed,
                                   **supir_overrides, **supir_options)
@@ -221,21 +225,68 @@ def cmd_restore(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
+def _train_command() -> str | None:
+    return "jaxir " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("jaxir") else None
+
+
+def _train_restorer(args, config) -> str:
     from jaxir.models.restorer_cnn import ResidualCNNConfig
-    from jaxir.train.loop import TrainConfig
     from jaxir.train.restorer import TASKS, RestorerData, train_restorer
 
-    if args.task not in TASKS:
-        raise JaxirInputError(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}")
     model = ResidualCNNConfig(scale=int(TASKS[args.task].scale), features=args.features, blocks=args.blocks)
+    data = RestorerData(batch=args.batch, crop=args.crop, loss=args.loss or "l2")
+    path = train_restorer(args.task, args.out, model_config=model, train_config=config, data=data, seed=args.seed,
+                          progress=not args.quiet, command=_train_command())
+    return f"trained restorer written to {path}"
+
+
+def _train_vae(args, config) -> str:
+    from jaxir.train.vae import VAEData, small_vae_config, train_vae
+
+    data = VAEData(batch=args.batch, crop=args.crop, loss=args.loss or "l2", lpips_weight=args.lpips_weight)
+    path = train_vae(args.out, model_config=small_vae_config(args.z_channels), train_config=config, data=data,
+                     seed=args.seed, progress=not args.quiet, command=_train_command())
+    return f"trained autoencoder written to {path}"
+
+
+def _diffusion_data(args):
+    from jaxir.train.diffusion import DiffusionData
+
+    return DiffusionData(pool=args.pool, batch=args.batch, crop=args.crop, space=args.space)
+
+
+def _train_ldm(args, config) -> str:
+    from jaxir.train.diffusion import train_ldm
+
+    path = train_ldm(args.out, args.vae, train_config=config, data=_diffusion_data(args), seed=args.seed,
+                     progress=not args.quiet, command=_train_command())
+    return f"trained latent diffusion model written to {path}"
+
+
+def _train_cldm(args, config) -> str:
+    from jaxir.restorers.trained import restore
+    from jaxir.train.diffusion import train_connector
+    from jaxir.train.restorer import TASKS
+
+    if args.ldm is None:
+        raise JaxirInputError("--task cldm needs --ldm DIR (the model of --task ldm)")
+    path = train_connector(args.out, args.ldm, {task: restore for task in TASKS}, train_config=config,
+                           data=_diffusion_data(args), seed=args.seed, progress=not args.quiet,
+                           command=_train_command())
+    return f"trained CLDM written to {path}"
+
+
+def cmd_train(args) -> int:
+    from jaxir.train.loop import TrainConfig
+    from jaxir.train.restorer import TASKS
+
+    trainers = {**{task: _train_restorer for task in TASKS}, "vae": _train_vae, "ldm": _train_ldm,
+                "cldm": _train_cldm}
+    if args.task not in trainers:
+        raise JaxirInputError(f"unknown task {args.task!r}; choose from {', '.join(trainers)}")
     config = TrainConfig(steps=args.steps, learning_rate=args.lr, eval_every=args.eval_every,
                          checkpoint_every=args.eval_every, log_every=min(50, args.eval_every))
-    data = RestorerData(batch=args.batch, crop=args.crop, loss=args.loss)
-    command = "jaxir " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("jaxir") else None
-    path = train_restorer(args.task, args.out, model_config=model, train_config=config, data=data, seed=args.seed,
-                          progress=not args.quiet, command=command)
-    print(f"trained restorer written to {path}")
+    print(trainers[args.task](args, config))
     return 0
 
 
@@ -258,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore = sub.add_parser("restore", help="restore an image or a folder of degraded images")
     restore.add_argument("input", help="a degraded image or a folder of them")
     restore.add_argument("--out", required=True, help="output folder (PNG per image; existing ones are kept)")
-    restore.add_argument("--restorer", required=True, help="registered restorer (see `jaxir restorers`)")
+    restore.add_argument("--restorer", default="jaxir_cnn",
+                         help="registered restorer (see `jaxir restorers`; default: jaxir's shipped jaxir_cnn)")
     restore.add_argument("--level", default="sr4", help="the degradation the inputs went through (as in study "
                          "levels: srN, blurS, noiseB, jpegQ joined by '+'); sets the output scale and the task")
     restore.add_argument("--checkpoint", help="CLDM checkpoint directory (default: the restorer's named one)")
@@ -279,8 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--overwrite", action="store_true", help="redo images already in --out")
     restore.add_argument("--quiet", action="store_true", help="no progress bar")
     restore.set_defaults(func=cmd_restore)
-    trainer = sub.add_parser("train", help="train the small residual CNN restorer (resumable in --out)")
-    trainer.add_argument("--task", required=True, help="sr2, sr4 or blur2")
+    trainer = sub.add_parser("train", help="train jaxir's small models (resumable in --out)")
+    trainer.add_argument("--task", required=True,
+                         help="sr2, sr4 or blur2 (the residual CNN restorer), vae (the latent autoencoder), ldm "
+                              "(the UNet of a small latent diffusion model, from scratch on --vae), cldm (its "
+                              "IRControlNet on --ldm, conditioned on the shipped jaxir_cnn restorations)")
     trainer.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, and model/ at the end")
     trainer.add_argument("--steps", type=int, default=3000)
     trainer.add_argument("--batch", type=int, default=16)
@@ -288,7 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--features", type=int, default=32)
     trainer.add_argument("--blocks", type=int, default=4)
     trainer.add_argument("--lr", type=float, default=1e-3)
-    trainer.add_argument("--loss", default="l2", choices=("l1", "l2"), help="pixel loss (eq. 4 is l2)")
+    trainer.add_argument("--loss", choices=("l1", "l2"),
+                         help="pixel loss (default l2; LDM trains its autoencoders with l1)")
+    trainer.add_argument("--z-channels", type=int, default=8, help="vae: latent channels")
+    trainer.add_argument("--lpips-weight", type=float, default=0.0,
+                         help="vae: weight of the LPIPS term (needs converted LPIPS alex weights)")
+    trainer.add_argument("--vae", help="ldm: the autoencoder checkpoint (the model of --task vae)")
+    trainer.add_argument("--ldm", help="cldm: the latent diffusion checkpoint (the model of --task ldm)")
+    trainer.add_argument("--pool", type=int, default=2048, help="ldm/cldm: dead-leaves crops made and encoded once")
+    trainer.add_argument("--space", default="latent", choices=("latent", "pixel"),
+                         help="ldm: diffuse in the autoencoder's latent space or in pixels (the ablation)")
     trainer.add_argument("--eval-every", type=int, default=500)
     trainer.add_argument("--seed", type=int, default=0)
     trainer.add_argument("--quiet", action="store_true")

@@ -52,6 +52,7 @@ class VAEConfig:
     resolution: int = 256
     double_z: bool = True
     scale_factor: float = 0.18215
+    norm_groups: int = NORM_GROUPS   # LDM fixes 32; jaxir's small autoencoder uses fewer (see small_vae_config)
 
     def __post_init__(self):
         if not self.double_z:
@@ -106,11 +107,12 @@ class ResnetBlock(nn.Module):
     """LDM ``ResnetBlock`` without timestep embedding (``temb_channels=0``) and with dropout off."""
 
     out_channels: int
+    groups: int = NORM_GROUPS
 
     @nn.compact
     def __call__(self, x):
-        h = conv(self.out_channels, name="conv1")(nn.swish(group_norm(NORM_EPS, NORM_GROUPS, name="norm1")(x)))
-        h = conv(self.out_channels, name="conv2")(nn.swish(group_norm(NORM_EPS, NORM_GROUPS, name="norm2")(h)))
+        h = conv(self.out_channels, name="conv1")(nn.swish(group_norm(NORM_EPS, self.groups, name="norm1")(x)))
+        h = conv(self.out_channels, name="conv2")(nn.swish(group_norm(NORM_EPS, self.groups, name="norm2")(h)))
         if x.shape[-1] != self.out_channels:
             x = conv(self.out_channels, kernel=1, name="nin_shortcut")(x)
         return x + h
@@ -119,10 +121,12 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """LDM ``AttnBlock``: single-head softmax(q kᵀ / √C) v over the H·W positions, 1×1 projections, residual."""
 
+    groups: int = NORM_GROUPS
+
     @nn.compact
     def __call__(self, x):
         b, h, w, c = x.shape
-        y = group_norm(NORM_EPS, NORM_GROUPS, name="norm")(x)
+        y = group_norm(NORM_EPS, self.groups, name="norm")(x)
         q, k, v = (conv(c, kernel=1, name=n)(y).reshape(b, h * w, c) for n in ("q", "k", "v"))
         y = attention(q, k, v, heads=1).reshape(b, h, w, c)
         return x + conv(c, kernel=1, name="proj_out")(y)
@@ -156,13 +160,14 @@ class Level(nn.Module):
     num_blocks: int
     attention: bool
     resample: str | None   # "downsample", "upsample" or None
+    groups: int = NORM_GROUPS
 
     @nn.compact
     def __call__(self, x):
         for j in range(self.num_blocks):
-            x = ResnetBlock(self.out_channels, name=f"block_{j}")(x)
+            x = ResnetBlock(self.out_channels, self.groups, name=f"block_{j}")(x)
             if self.attention:
-                x = AttnBlock(name=f"attn_{j}")(x)
+                x = AttnBlock(self.groups, name=f"attn_{j}")(x)
         if self.resample is not None:
             x = RESAMPLERS[self.resample](name=self.resample)(x)
         return x
@@ -171,12 +176,14 @@ class Level(nn.Module):
 class Mid(nn.Module):
     """LDM ``mid``: ``block_1``, ``attn_1``, ``block_2`` at constant width."""
 
+    groups: int = NORM_GROUPS
+
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
-        x = ResnetBlock(c, name="block_1")(x)
-        x = AttnBlock(name="attn_1")(x)
-        return ResnetBlock(c, name="block_2")(x)
+        x = ResnetBlock(c, self.groups, name="block_1")(x)
+        x = AttnBlock(self.groups, name="attn_1")(x)
+        return ResnetBlock(c, self.groups, name="block_2")(x)
 
 
 class Encoder(nn.Module):
@@ -191,9 +198,9 @@ class Encoder(nn.Module):
         h = conv(cfg.ch, name="conv_in")(x)
         for i, channels in enumerate(cfg.block_channels):
             h = Level(channels, cfg.num_res_blocks, cfg.level_has_attention(i),
-                      "downsample" if i != levels - 1 else None, name=f"down_{i}")(h)
-        h = Mid(name="mid")(h)
-        h = nn.swish(group_norm(NORM_EPS, NORM_GROUPS, name="norm_out")(h))
+                      "downsample" if i != levels - 1 else None, cfg.norm_groups, name=f"down_{i}")(h)
+        h = Mid(cfg.norm_groups, name="mid")(h)
+        h = nn.swish(group_norm(NORM_EPS, cfg.norm_groups, name="norm_out")(h))
         return conv(2 * cfg.z_channels, name="conv_out")(h)
 
 
@@ -209,11 +216,11 @@ class Decoder(nn.Module):
     def __call__(self, z):
         cfg = self.config
         h = conv(cfg.block_channels[-1], name="conv_in")(z)
-        h = Mid(name="mid")(h)
+        h = Mid(cfg.norm_groups, name="mid")(h)
         for i in reversed(range(len(cfg.ch_mult))):
             h = Level(cfg.block_channels[i], cfg.num_res_blocks + 1, cfg.level_has_attention(i),
-                      "upsample" if i != 0 else None, name=f"up_{i}")(h)
-        h = nn.swish(group_norm(NORM_EPS, NORM_GROUPS, name="norm_out")(h))
+                      "upsample" if i != 0 else None, cfg.norm_groups, name=f"up_{i}")(h)
+        h = nn.swish(group_norm(NORM_EPS, cfg.norm_groups, name="norm_out")(h))
         return conv(cfg.out_channels, name="conv_out")(h)
 
 

@@ -6,8 +6,8 @@
    (``F.interpolate`` bicubic with antialias, :func:`jaxir.degradations.resize.resize_torch` ``bicubic_aa``);
 3. zero padding at the bottom/right to a multiple of 64 (DiffBIR pads to 8 when tiling and lets the UNet see
    latents of any multiple of 8 px; here every latent, and every latent tile, is a multiple of 8 so that SD's
-   three downsamplings divide it); ``c_f = E(I_reg)`` (eq. 7, the posterior mode), optionally with a tiled VAE
-   encoder;
+   three downsamplings divide it; in general the multiple is the VAE factor times 2^(UNet downsamplings), 16 for
+   jaxir's small CLDM); ``c_f = E(I_reg)`` (eq. 7, the posterior mode), optionally with a tiled VAE encoder;
 4. sampling in latent space (eq. 10), :func:`jaxir.pipelines.sampling.sample_latent`, from pure noise or from the
    noised condition at ``t_start`` (the study's starting noise level);
 5. decoding (eq. 11), optionally tiled, cropping the padding, and the wavelet colour fix towards ``I_reg``;
@@ -39,7 +39,7 @@ from jaxir.pipelines.colorfix import COLOR_FIXES
 from jaxir.pipelines.sampling import (SamplerSpec, Conditions, sample_latent, sampler_values, start_latent)
 from jaxir.tiling import tiled_apply
 
-LATENT_FACTOR = 8
+LATENT_FACTOR = 8            # SD's VAE; other models use their own (``pad_multiple``)
 PAD_MULTIPLE = 64            # DiffBIR pads the condition to a multiple of 64 (without tiling)
 MIN_SHORT_EDGE = 512         # DiffBIR's stage-2 condition images are at least 512 on the short side
 # inference.py's negative prompt for the v2 paper runs, and DEFAULT_POS/NEG_PROMPT for v2.1
@@ -83,7 +83,7 @@ class DiffBIRSettings:
     guidance_repeat: int = 1
     min_short_edge: int = MIN_SHORT_EDGE
     color_fix: str = "wavelet"
-    latent_tile: int = 0          # pixels (DiffBIR's cldm_tile_size, a multiple of 64); 0 = untiled
+    latent_tile: int = 0          # pixels (DiffBIR's cldm_tile_size, a multiple of the pad multiple); 0 = untiled
     latent_tile_stride: int = 256
     vae_tile: int = 0             # pixels; 0 = untiled
     vae_tile_overlap: int = 64
@@ -94,7 +94,10 @@ class DiffBIRSettings:
         """DiffBIR's published settings: ``v1`` (SwinIR stage 1, spaced 50 steps, no prompts, no CFG), ``v2`` (the
         ECCV paper's command: BSRNet/SCUNet stage 1, spaced 50 steps, CFG 4 with the v2 negative prompt), ``v2.1``
         (zero-SNR v-prediction, SwinIR stage 1, DPM++ 3M SDE 10 steps, CFG 8 with the v2.1 prompts; DiffBIR
-        writes the positive prompt with LLaVA captions, here the fixed default prompt is used)."""
+        writes the positive prompt with LLaVA captions, here the fixed default prompt is used). ``jaxir``: the
+        small CLDM that jaxir trains (:mod:`jaxir.train.diffusion`) on its own restorer ``jaxir_cnn`` as stage 1,
+        DDIM (η = 0) with 20 steps, no prompts or CFG, no short-edge resize, a tiled VAE (256-px tiles: its
+        attention was trained on 16² latents)."""
         presets = {
             "v1": dict(stage1=(("sr", "diffbir_swinir"), ("denoise", "diffbir_swinir"),
                                ("deblur", "diffbir_swinir")), cfg_scale=1.0, neg_prompt=""),
@@ -103,6 +106,8 @@ class DiffBIRSettings:
                                  ("deblur", "diffbir_swinir")), zero_snr=True, parameterization="v",
                          sampler="edm_dpm++_3m_sde", steps=10, cfg_scale=8.0, pos_prompt=V21_POS_PROMPT,
                          neg_prompt=V21_NEG_PROMPT),
+            "jaxir": dict(stage1=(("sr", "jaxir_cnn"), ("deblur", "jaxir_cnn")), sampler="ddim", steps=20, eta=0.0,
+                          cfg_scale=1.0, neg_prompt="", min_short_edge=0, vae_tile=256, vae_tile_overlap=64),
         }
         if version not in presets:
             raise JaxirInputError(f"unknown DiffBIR version {version!r}; choose from {', '.join(presets)}")
@@ -115,16 +120,24 @@ class DiffBIRSettings:
         return table[task]
 
     def __post_init__(self):
-        for name in ("latent_tile", "vae_tile"):
-            if getattr(self, name) % PAD_MULTIPLE:
-                raise JaxirInputError(f"{name} must be a multiple of {PAD_MULTIPLE} pixels, got {getattr(self, name)}")
+        self.check_tiles(PAD_MULTIPLE)
         if self.latent_tile and not 0 < self.latent_tile_stride <= self.latent_tile:
             raise JaxirInputError(f"latent_tile_stride must be in (0, {self.latent_tile}]")
 
+    def check_tiles(self, multiple: int) -> None:
+        """Tiles must be multiples of the model's pad multiple (64 for SD)."""
+        for name in ("latent_tile", "vae_tile"):
+            if getattr(self, name) % multiple:
+                raise JaxirInputError(f"{name} must be a multiple of {multiple} pixels, got {getattr(self, name)}")
+
     @property
     def spec(self) -> SamplerSpec:
-        tile = self.latent_tile // LATENT_FACTOR
-        overlap = (self.latent_tile - self.latent_tile_stride) // LATENT_FACTOR if tile else 0
+        return self.sampler_spec(LATENT_FACTOR)
+
+    def sampler_spec(self, latent_factor: int) -> SamplerSpec:
+        """The sampler's static settings, with the latent tiling converted to latent pixels by the VAE factor."""
+        tile = self.latent_tile // latent_factor
+        overlap = (self.latent_tile - self.latent_tile_stride) // latent_factor if tile else 0
         return SamplerSpec(self.sampler, self.steps, self.parameterization, use_cfg=self.cfg_scale != 1.0,
                            tile=tile, tile_overlap=overlap, guidance_space=self.guidance_space,
                            guidance_loss=self.guidance_loss, guidance_repeat=self.guidance_repeat)
@@ -133,11 +146,11 @@ class DiffBIRSettings:
         betas = S.sd_linear_betas()
         return S.alphas_cumprod(S.rescale_zero_terminal_snr(betas) if self.zero_snr else betas)
 
-    def values(self):
+    def values(self, latent_factor: int = LATENT_FACTOR):
         options = dict(s_churn=self.s_churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise,
                        eta=self.eta, guidance_scale=self.guidance_scale, guidance_t_start=self.guidance_t_start,
                        guidance_t_stop=self.guidance_t_stop)
-        return sampler_values(self.alphas_cumprod(), self.spec, cfg_scale=self.cfg_scale,
+        return sampler_values(self.alphas_cumprod(), self.sampler_spec(latent_factor), cfg_scale=self.cfg_scale,
                               rescale_cfg=self.rescale_cfg, strength=self.strength, t_start=self.t_start, **options)
 
 
@@ -148,6 +161,12 @@ def short_edge_size(height: int, width: int, size: int) -> tuple[int, int]:
     if height < width:
         return size, int(width * (size / height))
     return int(height * (size / width)), size
+
+
+def pad_multiple(config) -> int:
+    """The side every condition image is padded to a multiple of: VAE factor × 2^(UNet downsamplings) (at least
+    DiffBIR's 64 for SD-sized models, whose UNet would accept 8·8 = 64)."""
+    return config.vae.downsample_factor * 2 ** (len(config.unet.channel_mult) - 1)
 
 
 def pad_bottom_right(x: jax.Array, multiple: int) -> jax.Array:
@@ -188,8 +207,12 @@ class DiffBIR:
         self.params = params if mesh is None else parallel.replicate(params, mesh)
         self.stage1 = stage1
         self._prompts = {}
+        self.factor = model.config.vae.downsample_factor
+        self.pad_multiple = pad_multiple(model.config)
+        settings.check_tiles(self.pad_multiple)
         # the settings are frozen: schedule tables and sampler values once, not per call
-        self._alphas_cumprod, self._spec, self._values = settings.alphas_cumprod(), settings.spec, settings.values()
+        self._alphas_cumprod = settings.alphas_cumprod()
+        self._spec, self._values = settings.sampler_spec(self.factor), settings.values(self.factor)
 
     def _text(self, prompt: str) -> jax.Array:
         if prompt not in self._prompts:
@@ -220,7 +243,7 @@ class DiffBIR:
         s = self.settings
         fn = lambda x: _encode(self.model, self.params, x)  # noqa: E731
         if s.vae_tile:
-            return tiled_apply(fn, image, s.vae_tile, s.vae_tile_overlap, scale=1 / LATENT_FACTOR)
+            return tiled_apply(fn, image, s.vae_tile, s.vae_tile_overlap, scale=1 / self.factor)
         return fn(image)
 
     def decode(self, z: jax.Array) -> jax.Array:
@@ -228,8 +251,8 @@ class DiffBIR:
         s = self.settings
         fn = lambda z: (_decode(self.model, self.params, z) + 1.0) / 2.0  # noqa: E731
         if s.vae_tile:
-            tile = s.vae_tile // LATENT_FACTOR
-            return tiled_apply(fn, z, tile, s.vae_tile_overlap // LATENT_FACTOR, scale=LATENT_FACTOR)
+            tile = s.vae_tile // self.factor
+            return tiled_apply(fn, z, tile, s.vae_tile_overlap // self.factor, scale=self.factor)
         return fn(z)
 
     def restore_condition(self, cond_img: jax.Array, key: jax.Array, sample_ids=None, trajectory: bool = False):
@@ -244,7 +267,7 @@ class DiffBIR:
             size = parallel.padded_size(n, self.mesh)
             cond_img = parallel.shard_batch(parallel.pad_batch(cond_img, size), self.mesh)
             sample_ids = np.concatenate([sample_ids, np.repeat(sample_ids[-1:], size - n)])
-        padded = pad_bottom_right(cond_img, PAD_MULTIPLE)
+        padded = pad_bottom_right(cond_img, self.pad_multiple)
         c_img = self.encode(padded)
         b = c_img.shape[0]
         spec, values = self._spec, self._values
@@ -257,7 +280,7 @@ class DiffBIR:
         out = sample_latent(self.model, self.params, spec, Conditions(c_img, c_txt, c_neg, target), x_T, noise,
                             values, trajectory=trajectory)
         z, x0s = out if trajectory else (out, None)
-        lh, lw = -(-h // LATENT_FACTOR), -(-w // LATENT_FACTOR)
+        lh, lw = -(-h // self.factor), -(-w // self.factor)
         image = COLOR_FIXES[s.color_fix](self.decode(z[:, :lh, :lw])[:, :h, :w], cond_img)[:n]
         if not trajectory:
             return image

@@ -1,5 +1,9 @@
 """Restorers that jaxir trains itself and ships inside the package (``jaxir/restorers/weights/``).
 
+``jaxir_cldm``: a small CLDM (autoencoder f = 4, UNet and IRControlNet, :mod:`jaxir.train.diffusion`) trained on
+dead leaves, run as DiffBIR does (:class:`jaxir.pipelines.diffbir.DiffBIR`, preset ``jaxir``) on ``jaxir_cnn`` as
+its stage 1 — the study's CLDM-vs-regression comparison with both halves trained by the same code on the same data.
+
 ``jaxir_cnn``: the residual CNN of :mod:`jaxir.models.restorer_cnn`, one checkpoint per training task — SR ×2,
 SR ×4 and Gaussian deblurring at σ = 2 — trained on procedural dead-leaves images only (:mod:`jaxir.train.restorer`;
 each checkpoint's ``provenance.json`` holds the command that reproduces it). It takes part in the degradations it
@@ -19,6 +23,7 @@ from jaxir.restorers.pretrained import make_restore
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 MODELS = {"sr2": "jaxir_cnn_sr2", "sr4": "jaxir_cnn_sr4", "blur2": "jaxir_cnn_blur2"}
+CLDM = "jaxir_cldm"
 
 
 def trained_for(degradation: Degradation) -> bool:
@@ -50,14 +55,43 @@ def restore(lq, degradation: Degradation):
     return _restore_fn(model_for(degradation))(lq, degradation)
 
 
-def check() -> str | None:
-    missing = [name for name in MODELS.values() if not (WEIGHTS / name / "config.json").is_file()]
+def _check(names) -> str | None:
+    missing = [name for name in names if not (WEIGHTS / name / "config.json").is_file()]
     if missing:
         return f"shipped checkpoints missing from {WEIGHTS}: {', '.join(missing)} (reinstall jaxir)"
     return None
+
+
+def check() -> str | None:
+    return _check(MODELS.values())
+
+
+def cldm_pipeline(checkpoint=None, **overrides):
+    """The small CLDM (the shipped one, or ``checkpoint``) as a :class:`~jaxir.pipelines.diffbir.DiffBIR` pipeline
+    with the ``jaxir`` preset (stage 1: ``jaxir_cnn``); keyword arguments override settings."""
+    from jaxir.checkpoints import load
+    from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings
+
+    settings = DiffBIRSettings.preset("jaxir", **overrides)
+    model, params = load(checkpoint or WEIGHTS / CLDM)
+    return DiffBIR(model, params, settings)
+
+
+_shipped_cldm = functools.cache(cldm_pipeline)
+
+
+def restore_cldm(lq, degradation: Degradation):
+    model_for(degradation)   # the stage-1 model must exist for this degradation
+    return _shipped_cldm()(lq, degradation)
 
 
 JAXIR_CNN = register(Restorer(
     "jaxir_cnn", restore, ("sr", "deblur"), "learned",
     "jaxir's residual CNN (bicubic + 4 residual blocks, 32 channels), trained here on dead leaves: SR ×2, ×4, "
     "deblur σ=2", check=check, accepts=trained_for))
+
+
+JAXIR_CLDM = register(Restorer(
+    "jaxir_cldm", restore_cldm, ("sr", "deblur"), "cldm",
+    "jaxir's small CLDM (VAE f=4, UNet, IRControlNet) trained here on dead leaves, on jaxir_cnn as stage 1; DDIM 20",
+    check=lambda: _check([*MODELS.values(), CLDM]), accepts=trained_for))

@@ -73,6 +73,15 @@ def make_batch_fn(degradation: Degradation, data: RestorerData, seed: int, dead_
     return batch
 
 
+def replace_dir(path: Path) -> Path:
+    """``path`` emptied for a new checkpoint (a finished run writes its model again when called again)."""
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    return path
+
+
 def restorer_loss(model: ResidualCNN, kind: str):
     if kind not in ("l1", "l2"):
         raise JaxirInputError(f"loss must be 'l1' or 'l2', got {kind!r}")
@@ -122,10 +131,5 @@ def train_restorer(task: str, out, *, model_config: ResidualCNNConfig | None = N
              "train_config": dataclasses.asdict(train_config), "data": dataclasses.asdict(data), "seed": seed,
              "validation_psnr_y": max(scores) if scores else None,
              "training_data": "dead leaves (jaxir.data.dead_leaves), procedural; no evaluation photo"}
-    target = out / "model"
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    return checkpoints.save(target, "residual_cnn", config, best, converter="jaxir.train.restorer",
+    return checkpoints.save(replace_dir(out / "model"), "residual_cnn", config, best, converter="jaxir.train.restorer",
                             notes=notes)

@@ -1,0 +1,208 @@
+"""Training the autoencoder and the small CLDM: the objectives against independent references (torch's Normal KL,
+diffusers' ``DDPMScheduler.add_noise``), falling losses on tiny runs, the ControlNet initialised from the UNet,
+checkpoints that ``jaxir.load`` and the DiffBIR pipeline run end to end, and the shipped small CLDM."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxir
+from jaxir.degradations.resize import imresize
+from jaxir.diffusion import schedule as S
+from jaxir.errors import JaxirInputError
+from jaxir.models.unet import UNetConfig
+from jaxir.models.vae import AutoencoderKL, VAEConfig
+from jaxir.train.diffusion import (DiffusionData, controlnet_from_unet, eps_loss, train_connector, train_ldm)
+from jaxir.train.loop import TrainConfig
+from jaxir.train.vae import (INITIAL_LOGVAR, VAEData, initial_params, kl_divergence, latent_scale, train_vae,
+                             vae_loss)
+
+TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=4, resolution=16,
+                     scale_factor=1.0, norm_groups=8)
+TINY_UNET = UNetConfig(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                       attention_resolutions=(2,), num_heads=-1, num_head_channels=32, context_dim=32)
+TINY_DATA = DiffusionData(pool=32, batch=8, crop=16, validation=8)
+
+
+def _steps(n: int, lr: float = 3e-3) -> TrainConfig:
+    """n steps, validated after each (the validation loss is on a fixed batch with fixed timesteps and noise)."""
+    return TrainConfig(steps=n, learning_rate=lr, warmup_steps=1, log_every=1, eval_every=1, checkpoint_every=n)
+
+
+def test_kl_matches_torch_distributions():
+    torch = pytest.importorskip("torch")
+    mean = np.random.default_rng(0).normal(size=(2, 3, 3, 4)).astype(np.float32)
+    logvar = np.random.default_rng(1).normal(size=(2, 3, 3, 4)).astype(np.float32)
+    ours = np.asarray(kl_divergence(jnp.asarray(mean), jnp.asarray(logvar)))
+    q = torch.distributions.Normal(torch.from_numpy(mean), torch.from_numpy(np.exp(0.5 * logvar)))
+    ref = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(dim=(1, 2, 3)).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-5)
+
+
+def test_eps_loss_noises_as_diffusers_ddpm_does():
+    """z_t = √ᾱ z0 + √(1−ᾱ) ε on Stable Diffusion's schedule equals diffusers' ``add_noise`` (scaled_linear
+    0.00085 → 0.012): a network returning its input z_t makes the loss mean((ε − z_t)²)."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    scheduler = diffusers.DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    z0 = np.random.default_rng(0).normal(size=(3, 4, 4, 2)).astype(np.float32)
+    noise = np.random.default_rng(1).normal(size=z0.shape).astype(np.float32)
+    t = np.array([0, 500, 999])
+    z_t = scheduler.add_noise(torch.from_numpy(z0), torch.from_numpy(noise), torch.from_numpy(t)).numpy()
+    loss = eps_loss(lambda p, x, tt, c_t, c_f: x, S.alphas_cumprod(S.sd_linear_betas()))
+    ours = float(loss(None, (jnp.asarray(z0), None, None, (jnp.asarray(t), jnp.asarray(noise)))))
+    np.testing.assert_allclose(ours, np.mean((noise - z_t) ** 2), rtol=1e-5)
+    perfect = eps_loss(lambda p, x, tt, c_t, c_f: p, S.alphas_cumprod(S.sd_linear_betas()))
+    assert float(perfect(jnp.asarray(noise), (jnp.asarray(z0), None, None, (jnp.asarray(t), jnp.asarray(noise))))) \
+        == 0.0
+
+
+def test_vae_initialisation_and_latent_scale():
+    model = AutoencoderKL(TINY_VAE)
+    params = initial_params(model, seed=0, crop=16)
+    np.testing.assert_array_equal(np.asarray(params["quant_conv"]["bias"][4:]), INITIAL_LOGVAR)
+    mean, logvar = model.apply({"params": params}, jnp.zeros((1, 16, 16, 3)), method="encode")
+    assert mean.shape == (1, 8, 8, 4) and float(jnp.exp(0.5 * logvar).max()) < 0.1
+    scale = latent_scale(model, params, seed=0, images=4, size=16)
+    from jaxir.data.dead_leaves import dead_leaves_batch
+    from jaxir.train.vae import SCALE_KEY
+
+    x = dead_leaves_batch(jax.random.fold_in(jax.random.key(0), SCALE_KEY), 4, 16)
+    mean, _ = model.apply({"params": params}, 2 * x - 1, method="encode")
+    np.testing.assert_allclose(float(jnp.std(scale * mean)), 1.0, rtol=1e-5)
+    with pytest.raises(JaxirInputError, match="loss must be"):
+        vae_loss(model, VAEData(loss="l3"))
+
+
+@pytest.fixture(scope="module")
+def tiny_cldm(tmp_path_factory):
+    """A tiny autoencoder → latent diffusion UNet → IRControlNet, each trained a few steps by the real trainers."""
+    root = tmp_path_factory.mktemp("cldm")
+    vae_dir = train_vae(root / "vae", model_config=TINY_VAE, train_config=_steps(10),
+                        data=VAEData(batch=4, crop=16, validation_images=2, validation_size=16), progress=False)
+    ldm_dir = train_ldm(root / "ldm", str(vae_dir), unet_config=TINY_UNET, train_config=_steps(10),
+                        data=TINY_DATA, progress=False)
+    stage1 = {task: (lambda lq, d: imresize(lq, scale=d.scale) if d.scale > 1 else lq) for task in ("sr2", "blur2")}
+    cldm_dir = train_connector(root / "cldm", str(ldm_dir), stage1, tasks=("sr2", "blur2"),
+                               train_config=_steps(10), data=TINY_DATA, progress=False)
+    return root, vae_dir, ldm_dir, cldm_dir
+
+
+def _log(run_dir, field):
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [r[field] for r in records if field in r]
+
+
+def test_tiny_runs_lower_their_validation_losses(tiny_cldm):
+    """Each trainer's validation score (VAE: Y-PSNR of the round trip; diffusion: minus the ε-loss on a fixed batch,
+    timesteps and noise) is better after its last step than after its first."""
+    root = tiny_cldm[0]
+    for name in ("vae", "ldm", "cldm"):
+        scores = _log(root / name / "run", "score")
+        assert len(scores) == 10
+        assert scores[-1] > scores[0], (name, scores)
+
+
+def test_vae_checkpoint_has_the_measured_scale(tiny_cldm):
+    vae_dir = tiny_cldm[1]
+    model, params = jaxir.load(vae_dir)
+    provenance = json.loads((vae_dir / "provenance.json").read_text())
+    assert model.config.scale_factor == pytest.approx(latent_scale(model, params, seed=0), rel=1e-6)
+    assert model.config.scale_factor != 1.0 and provenance["converter"] == "jaxir.train.vae"
+
+
+def test_controlnet_starts_as_the_unet_encoder(tiny_cldm):
+    """DiffBIR's initialisation: a copy of the UNet encoder with zero condition channels and zero convolutions,
+    so the untrained CLDM predicts exactly what the UNet alone predicts."""
+    model, params = jaxir.load(tiny_cldm[2])
+    fresh = controlnet_from_unet(model.config.controlnet, params["unet"])
+    first = fresh["input_blocks_0_0"]["kernel"]
+    np.testing.assert_array_equal(np.asarray(first[:, :, :4]), np.asarray(params["unet"]["input_blocks_0_0"]["kernel"]))
+    assert not np.any(np.asarray(first[:, :, 4:]))
+    z = jax.random.normal(jax.random.key(0), (1, 4, 4, 4))
+    c_t = model.encode_text(params, [""])
+    with_control = model.denoise(params, z, jnp.array([500.0]), c_t, jax.random.normal(jax.random.key(1), z.shape))
+    alone = model.net.apply({"params": params}, z, jnp.array([500.0]), c_t,
+                            method=lambda net, *a: net.unet(*a))
+    np.testing.assert_allclose(np.asarray(with_control), np.asarray(alone), atol=1e-6)
+
+
+def test_connector_training_changes_only_the_controlnet(tiny_cldm):
+    _, _, ldm_dir, cldm_dir = tiny_cldm
+    _, before = jaxir.load(ldm_dir)
+    _, after = jaxir.load(cldm_dir)
+    for part in ("unet", "vae", "text"):
+        jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), before[part],
+                     after[part])
+    changed = jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before["controlnet"],
+                                           after["controlnet"]))
+    assert all(changed) or sum(changed) > len(changed) // 2
+
+
+def test_trained_cldm_runs_in_the_diffbir_pipeline(tiny_cldm):
+    """The trained checkpoint restores through the DiffBIR pipeline with the ``jaxir`` preset (f = 4, pad to 8)
+    and gives the same image for the same key."""
+    from jaxir.degradations.pipeline import Degradation
+    from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings
+
+    model, params = jaxir.load(tiny_cldm[3])
+    settings = DiffBIRSettings.preset("jaxir", steps=3, vae_tile=0)
+    pipe = DiffBIR(model, params, settings, stage1=lambda lq, d: imresize(lq, scale=d.scale))
+    assert (pipe.factor, pipe.pad_multiple) == (2, 4)
+    lq = jax.random.uniform(jax.random.key(2), (1, 10, 9, 3))
+    a = pipe(lq, Degradation(scale=2), jax.random.key(0))
+    b = pipe(lq, Degradation(scale=2), jax.random.key(0))
+    assert a.shape == (1, 20, 18, 3) and bool(jnp.all(jnp.isfinite(a)))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_pixel_space_variant_trains_the_unet_on_pixels(tmp_path):
+    unet = UNetConfig(in_channels=3, out_channels=3, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
+                      attention_resolutions=(2,), num_heads=-1, num_head_channels=32, context_dim=32)
+    data = DiffusionData(pool=16, batch=8, crop=8, validation=8, space="pixel")
+    path = train_ldm(tmp_path, None, unet_config=unet, train_config=_steps(10), data=data, progress=False)
+    model, _ = jaxir.load(path)
+    assert model.config.in_channels == 3
+    scores = _log(tmp_path / "run", "score")
+    assert scores[-1] > scores[0], scores
+    with pytest.raises(JaxirInputError, match="latent space"):
+        train_connector(tmp_path / "c", str(path), {}, data=data)
+    with pytest.raises(JaxirInputError, match="needs the trained autoencoder"):
+        train_ldm(tmp_path / "x", None, data=DiffusionData())
+
+
+def test_ceiling_table_scores_the_round_trip_and_resumes(tiny_cldm, tmp_path):
+    """Table 2's rows: the PSNR of D(mode(E(x))) as computed by hand, from any checkpoint holding the autoencoder
+    (kind vae or diffbir_cldm: the same numbers); a second call reads the finished rows instead of recomputing."""
+    from jaxir.data.images import ImageRecord
+    from jaxir.metrics import psnr
+    from jaxir.metrics.color import quantize_uint8
+    from jaxir.study.ceiling import ceiling_markdown, ceiling_table, load_autoencoder, roundtrip
+
+    images = [ImageRecord(f"img{i}", np.asarray(jax.random.uniform(jax.random.key(i), (20, 28, 3))), "test")
+              for i in range(2)]
+    rows = ceiling_table({"vae": tiny_cldm[1], "cldm": tiny_cldm[3]}, images, tmp_path, tile=16, progress=False)
+    model, params = load_autoencoder(tiny_cldm[1])
+    x = jnp.asarray(images[1].image[:16, :24])[None]
+    expected = float(psnr(quantize_uint8(roundtrip(model, params, x, tile=16)) / 255.0, x, y_channel=True)[0])
+    by_key = {(r["restorer"], r["image"]): r for r in rows}
+    assert len(rows) == 4 and by_key[("vae", "img1")]["psnr"] == pytest.approx(expected, abs=1e-6)
+    assert by_key[("cldm", "img1")]["psnr"] == pytest.approx(expected, abs=1e-6)
+    again = ceiling_table({"vae": tiny_cldm[1]}, images, tmp_path, tile=16, progress=False)
+    assert [r["seconds"] for r in again] == pytest.approx([r["seconds"] for r in rows], abs=1e-6)
+    assert "| vae |" in ceiling_markdown(rows)
+    with pytest.raises(JaxirInputError, match="no autoencoder"):
+        load_autoencoder(_unet_only(tmp_path))
+
+
+def _unet_only(tmp_path):
+    from jaxir import checkpoints
+    from jaxir.models.unet import param_shapes
+
+    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), param_shapes(TINY_UNET))
+    return checkpoints.save(tmp_path / "unet", "unet", TINY_UNET, params)
