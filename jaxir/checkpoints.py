@@ -121,3 +121,17 @@ def load(path: str | os.PathLike, dtype=jnp.float32):
     del stored, flat_have
     release_freed_host_memory()
     return kind.build(config), jax.tree.unflatten(tree, params)
+
+
+def copy_as(source: str | os.PathLike, target: str | os.PathLike, dtype) -> Path:
+    """A copy of the checkpoint ``source`` whose floating-point parameters are stored as ``dtype`` (e.g.
+    ``"bfloat16"``, how jaxir ships its trained models); the provenance is kept, with ``copied_from``."""
+    source = Path(source)
+    kind, config = read_config(source)
+    _, params = load(source)
+    provenance = json.loads((source / PROVENANCE_FILE).read_text())
+    notes = {k: v for k, v in provenance.items()
+             if k not in ("sources", "converter", "jaxir_version", "date", "storage_dtype")}
+    return save(target, kind, config, params, sources=provenance.get("sources"), converter=provenance.get("converter"),
+                notes={**notes, "copied_from": f"jaxir.checkpoints.copy_as({str(source)!r}, ..., {str(dtype)!r})"},
+                dtype=jnp.dtype(dtype))

@@ -74,6 +74,8 @@ def attention(q, k, v, heads: int, causal: bool = False):
     """
     b, tq, c = q.shape
     d = c // heads
+    dtype = jnp.result_type(q, k, v)   # e.g. bf16 weights: float32 queries, bfloat16 text keys → one dtype
+    q, k, v = (z.astype(dtype) for z in (q, k, v))
     split = lambda z: z.reshape(z.shape[0], z.shape[1], heads, d)  # noqa: E731
     chunk = ATTENTION_QUERY_CHUNK
     if causal or tq <= chunk or tq % chunk:

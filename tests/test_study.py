@@ -115,7 +115,8 @@ def test_cli_study_writes_csv_report_plots(tmp_path, capsys):
     assert main(argv) == 0
     rows = read_results(out / "results.csv")
     assert {(r["level"], r["restorer"]) for r in rows} == {("SR x2", "bicubic"), ("SR x2", "jaxir_cnn"),
-                                                           ("blur σ=1", "bicubic"), ("blur σ=1", "wiener")}
+                                                           ("SR x2", "jaxir_cldm"), ("blur σ=1", "bicubic"),
+                                                           ("blur σ=1", "wiener")}
     assert all(r["height"] == 100 and r["width"] == 104 for r in rows)
     report = (out / "report.md").read_text()
     assert "| SR x2 | 0.5 |" in report and "wiener" in report
@@ -123,7 +124,7 @@ def test_cli_study_writes_csv_report_plots(tmp_path, capsys):
         assert (out / name).stat().st_size > 10_000
     assert (out / "images" / "SR_x2" / "bicubic" / "a.png").exists()
     assert main(argv) == 0  # resumes: nothing to do, same rows
-    assert len(read_results(out / "results.csv")) == 4
+    assert len(read_results(out / "results.csv")) == 5
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):

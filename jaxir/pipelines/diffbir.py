@@ -96,8 +96,11 @@ class DiffBIRSettings:
         (zero-SNR v-prediction, SwinIR stage 1, DPM++ 3M SDE 10 steps, CFG 8 with the v2.1 prompts; DiffBIR
         writes the positive prompt with LLaVA captions, here the fixed default prompt is used). ``jaxir``: the
         small CLDM that jaxir trains (:mod:`jaxir.train.diffusion`) on its own restorer ``jaxir_cnn`` as stage 1,
-        DDIM (η = 0) with 20 steps, no prompts or CFG, no short-edge resize, a tiled VAE (256-px tiles: its
-        attention was trained on 16² latents)."""
+        started from the condition latent noised to t = 250 (DiffBIR's ``start_point_type="cond"``), 10 ancestral
+        DDIM steps (η = 1), no prompts or CFG, no short-edge resize, a tiled VAE (256-px tiles: its attention was
+        trained on 16² latents). Measured on a 256² crop of ``astronaut`` at SR ×2 (Y-PSNR / SSIM): this preset
+        28.79 / 0.746; from pure noise with 20 steps 22.39 / 0.437 (η = 1; η = 0 and the EDM samplers do worse
+        with this small model); its stage 1 34.47 / 0.961."""
         presets = {
             "v1": dict(stage1=(("sr", "diffbir_swinir"), ("denoise", "diffbir_swinir"),
                                ("deblur", "diffbir_swinir")), cfg_scale=1.0, neg_prompt=""),
@@ -106,8 +109,9 @@ class DiffBIRSettings:
                                  ("deblur", "diffbir_swinir")), zero_snr=True, parameterization="v",
                          sampler="edm_dpm++_3m_sde", steps=10, cfg_scale=8.0, pos_prompt=V21_POS_PROMPT,
                          neg_prompt=V21_NEG_PROMPT),
-            "jaxir": dict(stage1=(("sr", "jaxir_cnn"), ("deblur", "jaxir_cnn")), sampler="ddim", steps=20, eta=0.0,
-                          cfg_scale=1.0, neg_prompt="", min_short_edge=0, vae_tile=256, vae_tile_overlap=64),
+            "jaxir": dict(stage1=(("sr", "jaxir_cnn"), ("deblur", "jaxir_cnn")), sampler="ddim", steps=10, eta=1.0,
+                          start_from_condition=True, t_start=250, cfg_scale=1.0, neg_prompt="", min_short_edge=0,
+                          vae_tile=256, vae_tile_overlap=64),
         }
         if version not in presets:
             raise JaxirInputError(f"unknown DiffBIR version {version!r}; choose from {', '.join(presets)}")

@@ -93,5 +93,6 @@ JAXIR_CNN = register(Restorer(
 
 JAXIR_CLDM = register(Restorer(
     "jaxir_cldm", restore_cldm, ("sr", "deblur"), "cldm",
-    "jaxir's small CLDM (VAE f=4, UNet, IRControlNet) trained here on dead leaves, on jaxir_cnn as stage 1; DDIM 20",
+    "jaxir's small CLDM (VAE f=4, UNet, IRControlNet) trained here on dead leaves, on jaxir_cnn as stage 1; "
+    "from the condition noised to t=250, 10 DDIM steps (η=1)",
     check=lambda: _check([*MODELS.values(), CLDM]), accepts=trained_for))

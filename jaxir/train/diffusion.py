@@ -26,7 +26,6 @@ frozen networks; step s draws its samples, timesteps and noise from ``fold_in(ke
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,7 +44,7 @@ from jaxir.models.tokenizer import CLIPTokenizer
 from jaxir.models.unet import UNetConfig, UNetModel
 from jaxir.models.vae import AutoencoderKL, VAEConfig
 from jaxir.train.loop import TrainConfig, train
-from jaxir.train.restorer import TASKS, VALIDATION_KEY, replace_dir
+from jaxir.train.restorer import TASKS, VALIDATION_KEY, best_score, replace_dir, run_notes
 
 SPACES = ("latent", "pixel")
 
@@ -101,19 +100,21 @@ def eps_loss(network: Callable, alphas_cumprod: np.ndarray):
     return loss
 
 
+def empty_prompt_text_params(text_config: TextEncoderConfig, seed: int) -> dict:
+    """The small CLDM's text encoder: seeded random initialisation, with the token-embedding rows that the empty
+    prompt never uses set to 0. Training only ever encodes ``""`` (start, end and padding tokens), so this leaves
+    ``τ("")`` unchanged and the CLDM prompt-free by construction, and the zero rows cost nothing to store."""
+    tokens = jnp.asarray(CLIPTokenizer(context_length=text_config.context_length)([""]))
+    params = TextTransformer(text_config).init(jax.random.fold_in(jax.random.key(seed), 1), tokens)["params"]
+    table = params["token_embedding"]["embedding"]
+    used = jnp.zeros((table.shape[0],), bool).at[tokens[0]].set(True)
+    return {**params, "token_embedding": {"embedding": jnp.where(used[:, None], table, 0.0)}}
+
+
 def empty_prompt_feature(text_config: TextEncoderConfig, text_params) -> jax.Array:
     """``c_t = τ("")`` (eq. 6), (1, 77, width)."""
     tokens = jnp.asarray(CLIPTokenizer(context_length=text_config.context_length)([""]))
     return TextTransformer(text_config).apply({"params": text_params}, tokens)[0]
-
-
-@dataclasses.dataclass
-class Encoded:
-    """The training pool after the frozen networks: targets ``z0`` and, for the connector, conditions ``c_f``."""
-
-    z0: jax.Array
-    c_f: jax.Array | None
-    scale: float
 
 
 def _encoder(space: str, vae: AutoencoderKL | None, vae_params, sample: bool):
@@ -168,8 +169,7 @@ def train_ldm(out, vae_dir: str | None, *, unet_config: UNetConfig | None = None
     if (unet_config.in_channels, unet_config.context_dim) != (channels, text_config.width):
         raise JaxirInputError(f"the UNet must take {channels} channels and a {text_config.width}-wide context")
     unet = UNetModel(unet_config)
-    text_params = TextTransformer(text_config).init(
-        jax.random.fold_in(jax.random.key(seed), 1), jnp.zeros((1, text_config.context_length), jnp.int32))["params"]
+    text_params = empty_prompt_text_params(text_config, seed)
     c_t = empty_prompt_feature(text_config, text_params)
     encode = _encoder(data.space, AutoencoderKL(vae_config) if vae_config else None, vae_params, sample=True)
     key = jax.random.key(seed)
@@ -308,10 +308,8 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
 
 
 def _save(out, kind, config, params, data, train_config, seed, history, command, converter, **extra) -> Path:
-    scores = [r["score"] for r in history if "score" in r]
-    notes = {"command": command or " ".join(sys.argv), "train_config": dataclasses.asdict(train_config),
-             "data": dataclasses.asdict(data), "seed": seed,
-             "validation_eps_loss": -max(scores) if scores else None, **extra,
-             "training_data": "dead leaves (jaxir.data.dead_leaves), procedural; no evaluation photo"}
+    score = best_score(history)
+    notes = run_notes(command, train_config, data, seed, validation_eps_loss=None if score is None else -score,
+                      **extra)
     return checkpoints.save(replace_dir(Path(out) / "model"), kind, config, params, converter=converter,
                             notes=notes)

@@ -73,6 +73,20 @@ def make_batch_fn(degradation: Degradation, data: RestorerData, seed: int, dead_
     return batch
 
 
+def run_notes(command: str | None, train_config: TrainConfig, data, seed: int, **fields) -> dict:
+    """The provenance of a trained checkpoint: the command that reproduces it, its settings, ``fields``, and what
+    it was trained on."""
+    return {"command": command or " ".join(sys.argv), "train_config": dataclasses.asdict(train_config),
+            "data": dataclasses.asdict(data), "seed": seed, **fields,
+            "training_data": "dead leaves (jaxir.data.dead_leaves), procedural; no evaluation photo"}
+
+
+def best_score(history: list[dict]) -> float | None:
+    """The best validation score of a run's history (``None`` without validation)."""
+    scores = [r["score"] for r in history if "score" in r]
+    return max(scores) if scores else None
+
+
 def replace_dir(path: Path) -> Path:
     """``path`` emptied for a new checkpoint (a finished run writes its model again when called again)."""
     if path.exists():
@@ -126,10 +140,7 @@ def train_restorer(task: str, out, *, model_config: ResidualCNNConfig | None = N
     validate = validation_fn(model, degradation, data, seed)
     _, best, history = train(restorer_loss(model, data.loss), init, make_batch_fn(degradation, data, seed),
                              train_config, out / "run", validate=validate, mesh=mesh, progress=progress)
-    scores = [r["score"] for r in history if "score" in r]
-    notes = {"command": command or " ".join(sys.argv), "task": task, "degradation": degradation.label,
-             "train_config": dataclasses.asdict(train_config), "data": dataclasses.asdict(data), "seed": seed,
-             "validation_psnr_y": max(scores) if scores else None,
-             "training_data": "dead leaves (jaxir.data.dead_leaves), procedural; no evaluation photo"}
+    notes = run_notes(command, train_config, data, seed, task=task, degradation=degradation.label,
+                      validation_psnr_y=best_score(history))
     return checkpoints.save(replace_dir(out / "model"), "residual_cnn", config, best, converter="jaxir.train.restorer",
                             notes=notes)

@@ -18,7 +18,6 @@ fixed batch of training images, so scaled latents have unit variance for the dif
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import jax
@@ -31,7 +30,7 @@ from jaxir.errors import JaxirInputError
 from jaxir.metrics import psnr
 from jaxir.models.vae import AutoencoderKL, VAEConfig
 from jaxir.train.loop import TrainConfig, train
-from jaxir.train.restorer import VALIDATION_KEY, replace_dir
+from jaxir.train.restorer import VALIDATION_KEY, best_score, replace_dir, run_notes
 
 SCALE_KEY = 10_000_079     # the batch the latent scale factor is measured on, disjoint from training steps
 
@@ -151,10 +150,6 @@ def train_vae(out, *, model_config: VAEConfig | None = None, train_config: Train
     _, best, history = train(vae_loss(model, data, perceptual), init, batch_fn, train_config, out / "run",
                              validate=validation_fn(model, data, seed), mesh=mesh, progress=progress)
     config = dataclasses.replace(config, scale_factor=latent_scale(model, best, seed))
-    scores = [r["score"] for r in history if "score" in r]
-    notes = {"command": command or " ".join(sys.argv), "train_config": dataclasses.asdict(train_config),
-             "data": dataclasses.asdict(data), "seed": seed,
-             "validation_psnr_y": max(scores) if scores else None,
-             "training_data": "dead leaves (jaxir.data.dead_leaves), procedural; no evaluation photo"}
+    notes = run_notes(command, train_config, data, seed, validation_psnr_y=best_score(history))
     return checkpoints.save(replace_dir(out / "model"), "vae", config, best, converter="jaxir.train.vae",
                             notes=notes)
