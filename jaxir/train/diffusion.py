@@ -160,8 +160,8 @@ def train_ldm(out, vae_dir: str | None, *, unet_config: UNetConfig | None = None
               train_config: TrainConfig = TrainConfig(), data: DiffusionData = DiffusionData(), seed: int = 0,
               mesh=None, progress: bool = True, command: str | None = None) -> Path:
     """Train the small UNet (and fix the small text encoder) from scratch on the frozen autoencoder in ``vae_dir``
-    (``space="latent"``) or on pixels; writes ``out/model`` (kind ``diffbir_cldm``, with an untrained
-    IRControlNet whose zero convolutions make it a no-op) and returns it."""
+    (``space="latent"``) or on pixels; writes ``out/model`` and returns it: kind ``diffbir_cldm`` with an untrained
+    IRControlNet whose zero convolutions make it a no-op, or on pixels the UNet alone (kind ``unet``)."""
     vae_config, vae_params = _load_vae(vae_dir, data.space)
     text_config = small_text_config()
     channels = _latent_channels(data.space, vae_config)
