@@ -141,7 +141,7 @@ def test_connector_training_changes_only_the_controlnet(tiny_cldm):
                      after[part])
     changed = jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before["controlnet"],
                                            after["controlnet"]))
-    assert all(changed) or sum(changed) > len(changed) // 2
+    assert all(changed), f"{changed.count(False)} of {len(changed)} ControlNet tensors unchanged"
 
 
 def test_trained_cldm_runs_in_the_diffbir_pipeline(tiny_cldm):

@@ -30,6 +30,7 @@ from jaxir.metrics.color import quantize_uint8
 from jaxir.models.vae import AutoencoderKL
 from jaxir.study.results import ResultsWriter, cell_key, read_results
 from jaxir.tiling import tiled_apply
+from jaxir.train.vae import reconstruct
 
 LEVEL = "VAE round trip"
 
@@ -48,9 +49,7 @@ def load_autoencoder(path) -> tuple[AutoencoderKL, dict]:
     return AutoencoderKL(config.vae), vae
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _roundtrip(model: AutoencoderKL, params, x):
-    return jnp.clip((model.apply({"params": params}, x) + 1.0) / 2.0, 0.0, 1.0)
+_roundtrip = jax.jit(reconstruct, static_argnums=0)
 
 
 def roundtrip(model: AutoencoderKL, params, image, tile: int = 256, overlap: int | None = None) -> jax.Array:

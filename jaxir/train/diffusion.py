@@ -38,7 +38,8 @@ from jaxir.data.dead_leaves import dead_leaves_batch
 from jaxir.diffusion import schedule as S
 from jaxir.errors import JaxirInputError
 from jaxir.models.cldm import ControlLDMConfig, ControlLDMNet
-from jaxir.models.controlnet import ControlNet, ControlNetConfig
+from jaxir.models.controlnet import ControlNetConfig
+from jaxir.models.controlnet import param_shapes as controlnet_param_shapes
 from jaxir.models.text import TextEncoderConfig, TextTransformer
 from jaxir.models.tokenizer import CLIPTokenizer
 from jaxir.models.unet import UNetConfig, UNetModel
@@ -220,8 +221,7 @@ def controlnet_from_unet(config: ControlNetConfig, unet_params) -> dict:
     """DiffBIR's ``load_controlnet_from_unet``: the ControlNet's parameters that the UNet's encoder also has are
     copied; the first convolution's extra input channels (the concatenated condition) and every zero convolution
     start at 0."""
-    shapes = jax.eval_shape(lambda: ControlNet(config).init(
-        jax.random.key(0), **_controlnet_inputs(config)))["params"]
+    shapes = controlnet_param_shapes(config)
 
     def fill(path, shape):
         name = tuple(getattr(p, "key", p) for p in path)
@@ -236,15 +236,6 @@ def controlnet_from_unet(config: ControlNetConfig, unet_params) -> dict:
         return jnp.concatenate([source, jnp.zeros((*source.shape[:2], extra, source.shape[3]), source.dtype)], axis=2)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
-def _controlnet_inputs(config: ControlNetConfig) -> dict:
-    from jaxir.models.unet import example_inputs
-
-    inputs = example_inputs(config.unet)
-    b, h, w, _ = inputs["x"].shape
-    inputs["hint"] = jax.ShapeDtypeStruct((b, h, w, config.hint_channels), jnp.float32)
-    return {k: jnp.zeros(v.shape, v.dtype) for k, v in inputs.items()}
 
 
 def _validation(loss, z0, c_f, c_t, seed: int):
