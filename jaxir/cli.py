@@ -230,13 +230,17 @@ def _train_command() -> str | None:
 
 
 def _train_restorer(args, config) -> str:
+    from jaxir.data.dead_leaves import DeadLeavesConfig
     from jaxir.models.restorer_cnn import ResidualCNNConfig
     from jaxir.train.restorer import TASKS, RestorerData, train_restorer
 
     model = ResidualCNNConfig(scale=int(TASKS[args.task].scale), features=args.features, blocks=args.blocks)
     data = RestorerData(batch=args.batch, crop=args.crop, loss=args.loss or "l2")
+    given = {"max_chroma": args.max_chroma, "grain_max": args.grain, "soft_edge_max": args.soft_edges,
+             "dark_fraction": args.dark_fraction}
+    dead_leaves = DeadLeavesConfig(**{name: value for name, value in given.items() if value is not None})
     path = train_restorer(args.task, args.out, model_config=model, train_config=config, data=data, seed=args.seed,
-                          progress=not args.quiet, command=_train_command())
+                          dead_leaves=dead_leaves, progress=not args.quiet, command=_train_command())
     return f"trained restorer written to {path}"
 
 
@@ -353,6 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--pool", type=int, default=2048, help="ldm/cldm: dead-leaves crops made and encoded once")
     trainer.add_argument("--space", default="latent", choices=("latent", "pixel"),
                          help="ldm: diffuse in the autoencoder's latent space or in pixels (the ablation)")
+    trainer.add_argument("--max-chroma", type=float,
+                         help="sr*/blur2: largest share of a random colour's chroma a dead-leaves shape keeps "
+                              "(default 0.7)")
+    trainer.add_argument("--grain", type=float,
+                         help="sr*/blur2: largest grain std of a dead-leaves shape (half the shapes; default 0: none)")
+    trainer.add_argument("--dark-fraction", type=float,
+                         help="sr*/blur2: share of flat, very dark dead-leaves shapes (default 0.08)")
+    trainer.add_argument("--soft-edges", type=float,
+                         help="sr*/blur2: widest soft edge of a dead-leaves shape, a fraction of the side (half the "
+                              "shapes; default 0: all hard)")
     trainer.add_argument("--eval-every", type=int, default=500)
     trainer.add_argument("--seed", type=int, default=0)
     trainer.add_argument("--quiet", action="store_true")

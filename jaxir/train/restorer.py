@@ -108,10 +108,11 @@ def restorer_loss(model: ResidualCNN, kind: str):
     return loss
 
 
-def validation_fn(model: ResidualCNN, degradation: Degradation, data: RestorerData, seed: int):
+def validation_fn(model: ResidualCNN, degradation: Degradation, data: RestorerData, seed: int,
+                  dead_leaves=DeadLeavesConfig()):
     """params → mean Y-PSNR on fixed dead-leaves images (crop_border = scale, as the study scores SR)."""
     key = jax.random.fold_in(jax.random.key(seed), VALIDATION_KEY)
-    hq = dead_leaves_batch(key, data.validation_images, data.validation_size)
+    hq = dead_leaves_batch(key, data.validation_images, data.validation_size, dead_leaves)
     lq = degradation(hq, jax.random.fold_in(key, 1))
     border = int(degradation.scale) if degradation.scale > 1 else 0
     apply = jax.jit(lambda p: jnp.clip(model.apply({"params": p}, lq), 0.0, 1.0))
@@ -125,9 +126,11 @@ def validation_fn(model: ResidualCNN, degradation: Degradation, data: RestorerDa
 
 def train_restorer(task: str, out, *, model_config: ResidualCNNConfig | None = None,
                    train_config: TrainConfig = TrainConfig(), data: RestorerData = RestorerData(), seed: int = 0,
-                   mesh=None, progress: bool = True, command: str | None = None) -> Path:
-    """Train the residual CNN for ``task`` (``sr2``, ``sr4``, ``blur2``) into ``out/run`` (resumable) and write the
-    best parameters as the jaxir checkpoint ``out/model``. Returns that directory."""
+                   dead_leaves: DeadLeavesConfig = DeadLeavesConfig(), mesh=None, progress: bool = True,
+                   command: str | None = None) -> Path:
+    """Train the residual CNN for ``task`` (``sr2``, ``sr4``, ``blur2``) on ``dead_leaves`` images (training and
+    validation) into ``out/run`` (resumable) and write the best parameters as the jaxir checkpoint ``out/model``.
+    Returns that directory."""
     if task not in TASKS:
         raise JaxirInputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     degradation = TASKS[task]
@@ -137,10 +140,11 @@ def train_restorer(task: str, out, *, model_config: ResidualCNNConfig | None = N
     model = ResidualCNN(config)
     out = Path(out)
     init = model.init(jax.random.key(seed), jnp.zeros((1, 8, 8, 3)))["params"]
-    validate = validation_fn(model, degradation, data, seed)
-    _, best, history = train(restorer_loss(model, data.loss), init, make_batch_fn(degradation, data, seed),
-                             train_config, out / "run", validate=validate, mesh=mesh, progress=progress)
+    validate = validation_fn(model, degradation, data, seed, dead_leaves)
+    _, best, history = train(restorer_loss(model, data.loss), init,
+                             make_batch_fn(degradation, data, seed, dead_leaves), train_config, out / "run",
+                             validate=validate, mesh=mesh, progress=progress)
     notes = run_notes(command, train_config, data, seed, task=task, degradation=degradation.label,
-                      validation_psnr_y=best_score(history))
+                      dead_leaves=dataclasses.asdict(dead_leaves), validation_psnr_y=best_score(history))
     return checkpoints.save(replace_dir(out / "model"), "residual_cnn", config, best, converter="jaxir.train.restorer",
                             notes=notes)
