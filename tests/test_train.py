@@ -175,13 +175,13 @@ def test_shipped_checkpoints_beat_the_classical_baseline_on_retina(degradation):
     from jaxir.data import bundled_photos
     from jaxir.metrics import psnr
     from jaxir.restorers import get
+    from jaxir.study.runner import to_8bit
 
     d = TASKS[degradation]
     hq = jnp.asarray(bundled_photos(["retina"])[0].image[:1408, :1408])[None]
     lq = d(hq, jax.random.key(0))
     border = int(d.scale) if d.scale > 1 else 0
-    scores = [float(psnr(jnp.round(jnp.clip(get(name).restore(lq, d), 0, 1) * 255) / 255, hq,
-                         crop_border=border, y_channel=True)[0])
+    scores = [float(psnr(to_8bit(get(name).restore(lq, d)), hq, crop_border=border, y_channel=True)[0])
               for name in ("jaxir_cnn", "wiener" if d.task == "deblur" else "bicubic")]
     assert scores[0] > scores[1] + 0.05, scores
 

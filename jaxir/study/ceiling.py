@@ -22,31 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxir.checkpoints import load, read_config
 from jaxir.data.images import ImageRecord, crop_to_multiple
 from jaxir.errors import JaxirInputError
-from jaxir.metrics import niqe, psnr, ssim
-from jaxir.metrics.color import quantize_uint8
 from jaxir.models.vae import AutoencoderKL
 from jaxir.study.results import ResultsWriter, cell_key, read_results
+from jaxir.study.runner import score, to_8bit
 from jaxir.tiling import tiled_apply
-from jaxir.train.vae import reconstruct
+from jaxir.train.vae import load_autoencoder, reconstruct
 
 LEVEL = "VAE round trip"
-
-
-def load_autoencoder(path) -> tuple[AutoencoderKL, dict]:
-    """``(AutoencoderKL, params)`` of the autoencoder inside the checkpoint at ``path``."""
-    kind, config = read_config(path)
-    if kind not in ("vae", "diffbir_cldm", "supir"):
-        raise JaxirInputError(f"{path} holds a {kind!r} checkpoint, which has no autoencoder")
-    _, params = load(path)
-    if kind == "vae":
-        return AutoencoderKL(config), params
-    if kind == "diffbir_cldm":
-        return AutoencoderKL(config.vae), params["vae"]
-    vae = {k: v for k, v in params["first_stage_model"].items() if k != "denoise_encoder"}
-    return AutoencoderKL(config.vae), vae
 
 
 _roundtrip = jax.jit(reconstruct, static_argnums=0)
@@ -88,12 +72,10 @@ def ceiling_table(autoencoders: Mapping[str, str | Path], images: Sequence[Image
             for record in tqdm(todo, desc=name, disable=not progress):
                 gt = crop_to_multiple(record.image, 8)
                 start = time.perf_counter()
-                x = np.asarray(quantize_uint8(roundtrip(model, params, gt[None], tile)), np.float32) / 255.0
+                x = to_8bit(roundtrip(model, params, gt[None], tile))
                 row = {"image": record.name, "level": LEVEL, "task": "autoencoder", "scale": 1.0, "blur_sigma": 0.0,
                        "noise": 0.0, "retention": 1.0, "restorer": name, "family": "autoencoder",
-                       "height": gt.shape[0], "width": gt.shape[1],
-                       "psnr": float(psnr(x, gt[None], y_channel=True)[0]),
-                       "ssim": float(ssim(x, gt[None], y_channel=True)[0]), "niqe": float(niqe(x)[0]),
+                       "height": gt.shape[0], "width": gt.shape[1], **score(x, gt[None]),
                        "seconds": time.perf_counter() - start}
                 writer.write(row)
                 rows.append(row)

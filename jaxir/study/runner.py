@@ -76,13 +76,22 @@ def evaluate_cell(gt: np.ndarray, level: Degradation, restorer: Restorer, key: j
     out = restorer.restore(lq, level)
     if out.shape[1:3] != gt.shape[:2]:
         raise JaxirInputError(f"restorer {restorer.name!r} returned {out.shape[1:3]} for a {gt.shape[:2]} image")
-    out = np.asarray(quantize_uint8(out), np.float32) / 255.0
+    out = to_8bit(out)
     seconds = time.perf_counter() - start
     border = int(round(level.scale)) if level.scale > 1 else 0
-    row = {"psnr": float(psnr(out, gt[None], crop_border=border, y_channel=True)[0]),
-           "ssim": float(ssim(out, gt[None], crop_border=border, y_channel=True)[0]),
-           "niqe": float(niqe(out)[0]), "seconds": seconds}
-    return row, out[0]
+    return {**score(out, gt[None], border), "seconds": seconds}, out[0]
+
+
+def to_8bit(image) -> np.ndarray:
+    """An output as the study stores it: rounded to 8 bits, back in [0, 1] float32."""
+    return np.asarray(quantize_uint8(image), np.float32) / 255.0
+
+
+def score(out: np.ndarray, gt: np.ndarray, border: int = 0) -> dict:
+    """The study's metrics of an 8-bit output batch against its ground truth: Y-channel PSNR and SSIM with
+    ``border`` pixels cropped (BasicSR's convention), NIQE on RGB (first image of the batch)."""
+    return {"psnr": float(psnr(out, gt, crop_border=border, y_channel=True)[0]),
+            "ssim": float(ssim(out, gt, crop_border=border, y_channel=True)[0]), "niqe": float(niqe(out)[0])}
 
 
 def plan_cells(config: StudyConfig, restorers: Sequence[Restorer]):

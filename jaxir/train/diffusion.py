@@ -46,6 +46,7 @@ from jaxir.models.unet import UNetConfig, UNetModel
 from jaxir.models.vae import AutoencoderKL, VAEConfig
 from jaxir.train.loop import TrainConfig, train
 from jaxir.train.restorer import TASKS, VALIDATION_KEY, best_score, replace_dir, run_notes
+from jaxir.train.vae import load_autoencoder
 
 SPACES = ("latent", "pixel")
 
@@ -105,7 +106,7 @@ def empty_prompt_text_params(text_config: TextEncoderConfig, seed: int) -> dict:
     """The small CLDM's text encoder: seeded random initialisation, with the token-embedding rows that the empty
     prompt never uses set to 0. Training only ever encodes ``""`` (start, end and padding tokens), so this leaves
     ``τ("")`` unchanged and the CLDM prompt-free by construction, and the zero rows cost nothing to store."""
-    tokens = jnp.asarray(CLIPTokenizer(context_length=text_config.context_length)([""]))
+    tokens = _empty_prompt_tokens(text_config)
     params = TextTransformer(text_config).init(jax.random.fold_in(jax.random.key(seed), 1), tokens)["params"]
     table = params["token_embedding"]["embedding"]
     used = jnp.zeros((table.shape[0],), bool).at[tokens[0]].set(True)
@@ -114,8 +115,11 @@ def empty_prompt_text_params(text_config: TextEncoderConfig, seed: int) -> dict:
 
 def empty_prompt_feature(text_config: TextEncoderConfig, text_params) -> jax.Array:
     """``c_t = τ("")`` (eq. 6), (1, 77, width)."""
-    tokens = jnp.asarray(CLIPTokenizer(context_length=text_config.context_length)([""]))
-    return TextTransformer(text_config).apply({"params": text_params}, tokens)[0]
+    return TextTransformer(text_config).apply({"params": text_params}, _empty_prompt_tokens(text_config))[0]
+
+
+def _empty_prompt_tokens(text_config: TextEncoderConfig) -> jax.Array:
+    return jnp.asarray(CLIPTokenizer(context_length=text_config.context_length)([""]))
 
 
 def _encoder(space: str, vae: AutoencoderKL | None, vae_params, sample: bool):
@@ -188,7 +192,7 @@ def train_ldm(out, vae_dir: str | None, *, unet_config: UNetConfig | None = None
         index, draw = _draw(key, z0.shape[0], data.batch, step)
         return z0[index], None, c_t, draw
 
-    validate = _validation(loss, z_val, None, c_t, seed)
+    validate = _validation(loss, z_val, None, c_t, seed, len(table))
     init = unet.init(jax.random.fold_in(key, 4), z0[:1], jnp.zeros((1,)), c_t)["params"]
     _, best, history = train(loss, init, batch_fn, train_config, Path(out) / "run", validate=validate, mesh=mesh,
                              progress=progress)
@@ -204,17 +208,13 @@ def train_ldm(out, vae_dir: str | None, *, unet_config: UNetConfig | None = None
 
 
 def _load_vae(vae_dir, space: str):
+    """``(VAEConfig, params)`` of the frozen autoencoder for latent-space training; ``(None, None)`` on pixels."""
     if space == "pixel":
         return None, None
     if vae_dir is None:
         raise JaxirInputError("latent-space training needs the trained autoencoder (--vae DIR)")
-    kind, config = checkpoints.read_config(vae_dir)
-    if kind not in ("vae", "diffbir_cldm"):
-        raise JaxirInputError(f"{vae_dir} holds a {kind!r} checkpoint, not an autoencoder")
-    _, params = checkpoints.load(vae_dir)
-    if kind == "diffbir_cldm":
-        return config.vae, params["vae"]
-    return config, params
+    vae, params = load_autoencoder(vae_dir)
+    return vae.config, params
 
 
 def controlnet_from_unet(config: ControlNetConfig, unet_params) -> dict:
@@ -238,10 +238,11 @@ def controlnet_from_unet(config: ControlNetConfig, unet_params) -> dict:
     return jax.tree_util.tree_map_with_path(fill, shapes)
 
 
-def _validation(loss, z0, c_f, c_t, seed: int):
+def _validation(loss, z0, c_f, c_t, seed: int, num_timesteps: int):
+    """params → minus the ε-loss on the held-out ``z0`` with fixed timesteps and noise (higher is better)."""
     key = jax.random.fold_in(jax.random.key(seed), VALIDATION_KEY)
     k_t, k_noise = jax.random.split(key)
-    fixed = (jax.random.randint(k_t, (z0.shape[0],), 0, 1000), jax.random.normal(k_noise, z0.shape))
+    fixed = (jax.random.randint(k_t, (z0.shape[0],), 0, num_timesteps), jax.random.normal(k_noise, z0.shape))
     evaluate = jax.jit(lambda p: loss(p, (z0, c_f, c_t, fixed)))
     return lambda params: -float(evaluate(params))
 
@@ -285,7 +286,8 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
         return net.apply({"params": {**frozen, "controlnet": controlnet}}, z_t, t, ctx, cond, scales,
                          method="denoise")
 
-    loss = eps_loss(network, S.alphas_cumprod(S.sd_linear_betas()))
+    table = S.alphas_cumprod(S.sd_linear_betas())
+    loss = eps_loss(network, table)
 
     @jax.jit
     def batch_fn(step):
@@ -293,7 +295,8 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
         return z0[index], c_f[index], c_t, draw
 
     _, best, history = train(loss, params["controlnet"], batch_fn, train_config, Path(out) / "run",
-                             validate=_validation(loss, z_val, c_val, c_t, seed), mesh=mesh, progress=progress)
+                             validate=_validation(loss, z_val, c_val, c_t, seed, len(table)), mesh=mesh,
+                             progress=progress)
     return _save(out, "diffbir_cldm", config, {**params, "controlnet": best}, data, train_config, seed, history, command,
                  "jaxir.train.diffusion.train_connector", tasks=list(tasks))
 

@@ -103,6 +103,22 @@ def reconstruct(model: AutoencoderKL, params, images):
     return jnp.clip((model.apply({"params": params}, images) + 1.0) / 2.0, 0.0, 1.0)
 
 
+def load_autoencoder(path) -> tuple[AutoencoderKL, dict]:
+    """``(AutoencoderKL, params)`` of the autoencoder inside the checkpoint at ``path``: kind ``vae`` (what
+    :func:`train_vae` writes), ``diffbir_cldm`` (SD's or the small CLDM's VAE) or ``supir`` (SDXL's VAE with the
+    plain encoder, not SUPIR's degradation-robust one)."""
+    kind, config = checkpoints.read_config(path)
+    if kind not in ("vae", "diffbir_cldm", "supir"):
+        raise JaxirInputError(f"{path} holds a {kind!r} checkpoint, which has no autoencoder")
+    _, params = checkpoints.load(path)
+    if kind == "vae":
+        return AutoencoderKL(config), params
+    if kind == "diffbir_cldm":
+        return AutoencoderKL(config.vae), params["vae"]
+    vae = {k: v for k, v in params["first_stage_model"].items() if k != "denoise_encoder"}
+    return AutoencoderKL(config.vae), vae
+
+
 def validation_fn(model: AutoencoderKL, data: VAEData, seed: int):
     """params → mean Y-PSNR of the 8-bit round trip on fixed dead-leaves images (never the evaluation photos)."""
     key = jax.random.fold_in(jax.random.key(seed), VALIDATION_KEY)
