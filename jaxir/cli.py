@@ -234,7 +234,8 @@ def _train_restorer(args, config) -> str:
     from jaxir.models.restorer_cnn import ResidualCNNConfig
     from jaxir.train.restorer import TASKS, RestorerData, train_restorer
 
-    model = ResidualCNNConfig(scale=int(TASKS[args.task].scale), features=args.features, blocks=args.blocks)
+    model = ResidualCNNConfig(scale=int(TASKS[args.task].scale), features=args.features, blocks=args.blocks,
+                              flat_preserving=args.flat_preserving)
     data = RestorerData(batch=args.batch, crop=args.crop, loss=args.loss or "l2")
     given = {"max_chroma": args.max_chroma, "grain_max": args.grain, "soft_edge_max": args.soft_edges,
              "dark_fraction": args.dark_fraction}
@@ -346,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--crop", type=int, default=64)
     trainer.add_argument("--features", type=int, default=32)
     trainer.add_argument("--blocks", type=int, default=4)
+    trainer.add_argument("--flat-preserving", action=argparse.BooleanOptionalAction, default=True,
+                         help="sr*/blur2: zero-DC, bias-free last convolution, so flat regions come back exactly as "
+                              "the bicubic/identity base (default; --no-flat-preserving: a plain convolution)")
     trainer.add_argument("--lr", type=float, default=1e-3)
     trainer.add_argument("--loss", choices=("l1", "l2"),
                          help="pixel loss (default l2; LDM trains its autoencoders with l1)")

@@ -72,6 +72,28 @@ def test_untrained_sr_model_is_bicubic():
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("scale", [1, 2])
+def test_flat_preserving_model_returns_flat_regions_unchanged(scale):
+    """With random (trained-like) weights, ``flat_preserving`` returns the base ``B(I_y)`` to rounding inside a
+    flat patch (beyond the 2·(2·blocks + 2) + 1 = 9 px receptive field from its edge), and departs from it on the
+    textured rest; the default tail (with bias) does not keep the patch flat."""
+    x = jax.random.uniform(jax.random.key(1), (1, 40, 40, 3))
+    x = x.at[:, 8:32, 8:32].set(jnp.array([0.02, 0.5, 0.9]))
+    base = np.asarray(imresize(x, scale=scale)) if scale > 1 else np.asarray(x)
+    inner = slice(scale * 13, scale * 27)
+    errors = []
+    for flat in (True, False):
+        model = ResidualCNN(ResidualCNNConfig(scale=scale, features=8, blocks=1, flat_preserving=flat))
+        params = model.init(jax.random.key(0), x)["params"]
+        params = jax.tree.map(lambda a: 0.2 * jax.random.normal(jax.random.key(2), a.shape), params)
+        assert ("bias" in params["tail"]) is not flat
+        with jax.default_matmul_precision("highest"):
+            out = np.asarray(model.apply({"params": params}, x))
+        errors.append((np.abs(out - base)[0, inner, inner].max(), np.abs(out - base).max()))
+    (flat_patch, flat_all), (default_patch, _) = errors
+    assert flat_patch < 1e-5 and flat_all > 0.1 and default_patch > 0.01, errors
+
+
 MODEL = ResidualCNNConfig(scale=2, features=8, blocks=1)
 
 
@@ -128,6 +150,23 @@ def test_train_restorer_writes_a_loadable_checkpoint(tmp_path):
     assert out.shape == (1, 16, 16, 3)
 
 
+def test_train_command_builds_the_flat_preserving_model_unless_told_not_to(tmp_path, capsys):
+    """``jaxir train --task blur2`` trains the flat-preserving model (no tail bias); ``--no-flat-preserving`` the
+    plain one; either checkpoint records its configuration and loads."""
+    from jaxir.cli import main
+
+    tiny = ["--steps", "2", "--batch", "2", "--crop", "16", "--features", "4", "--blocks", "1", "--eval-every", "2",
+            "--quiet"]
+    for flag, flat in (([], True), (["--no-flat-preserving"], False)):
+        out = tmp_path / str(flat)
+        assert main(["train", "--task", "blur2", *tiny, *flag, "--out", str(out)]) == 0
+        config = json.loads((out / "model" / "config.json").read_text())["config"]
+        assert config["flat_preserving"] is flat
+        model, params = jaxir.load(out / "model")
+        assert model.config.flat_preserving is flat and ("bias" in params["tail"]) is not flat
+    assert "trained restorer written to" in capsys.readouterr().out
+
+
 def test_evaluation_photos_are_refused_as_training_data():
     from jaxir.data import bundled_photos
 
@@ -165,13 +204,13 @@ def test_shipped_checkpoints_restore_a_photo_better_than_the_baseline(name, degr
     assert ours > reference + 0.2, (ours, reference)
 
 
-@pytest.mark.parametrize("degradation", ["sr2", "sr4"])
+@pytest.mark.parametrize("degradation", ["sr2", "sr4", "blur2"])
 def test_shipped_checkpoints_beat_the_classical_baseline_on_retina(degradation):
     """The hardest bundled photo for the shipped models (saturated orange fundus on a noisy black background): the
     whole 1408² photo scored as the study scores it (8-bit, Y-PSNR, border = scale). Measured (jaxir_cnn vs
-    bicubic): SR ×2 51.65 vs 51.50 dB; the SR ×2 model trained without saturated colours and grain lost here
-    (51.33 dB). Blur σ 2 is left out: the shipped model still loses to Wiener here (51.14 vs 51.65 dB, a constant
-    offset on the black background; README, *Training*)."""
+    bicubic / Wiener): blur σ 2 53.16 vs 51.65 dB; models trained without saturated colours lost here (SR ×2
+    51.33 dB, blur σ 2 50.39 dB), and so did the blur σ 2 model without the flat-preserving tail (51.14 dB: a
+    constant offset on the black background; README, *Training*)."""
     from jaxir.data import bundled_photos
     from jaxir.metrics import psnr
     from jaxir.restorers import get

@@ -4,6 +4,14 @@
 for s = 1), ``f_φ`` a 3×3 convolution, ``blocks`` residual blocks (conv, ReLU, conv, + input; EDSR without batch
 norm, Lim et al. 2017), a 3×3 convolution to ``3·s²`` channels, and ``PixelShuffle`` (Shi et al. 2016). The last
 convolution starts at zero, so an untrained model is exactly the bicubic baseline.
+
+``flat_preserving`` makes that last convolution a zero-DC filter: bias-free, and each 3×3 kernel slice (one input,
+one output channel) projected to zero sum, ``W ← W − mean_{taps}(W)``. On a region that is constant over the receptive
+field (``2·(2·blocks + 2) + 1`` pixels wide) the features are constant, so ``f_φ`` returns exactly zero there and the
+model reproduces ``B(I_y)``, which is the right answer: bicubic upsampling and a normalised blur both map a constant
+image to itself. Without it, the biases leave a small constant offset on flat regions (about one grey level on the
+black surround of a fundus photo after deblurring). ``jaxir train`` sets it; the field defaults to off so that
+configurations written without it load as they were trained.
 """
 
 from __future__ import annotations
@@ -24,6 +32,19 @@ class ResidualCNNConfig:
     scale: int = 1
     features: int = 32
     blocks: int = 4
+    flat_preserving: bool = False
+
+
+class ZeroDCConv(nn.Module):
+    """A bias-free 3×3 'SAME' convolution whose kernel has zero sum over its taps for every (input, output)
+    channel pair (a high-pass filter bank); the stored kernel starts at zero."""
+    features: int
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.zeros, (3, 3, x.shape[-1], self.features))
+        kernel = kernel - jnp.mean(kernel, axis=(0, 1), keepdims=True)
+        return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class ResidualCNN(nn.Module):
@@ -37,8 +58,11 @@ class ResidualCNN(nn.Module):
         for i in range(c.blocks):
             r = conv(c.features, name=f"block_{i}_conv_0")(h)
             h = h + conv(c.features, name=f"block_{i}_conv_1")(nn.relu(r))
-        out = nn.Conv(3 * c.scale ** 2, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros, name="tail")(
-            nn.relu(h))
+        if c.flat_preserving:
+            tail = ZeroDCConv(3 * c.scale ** 2, name="tail")
+        else:
+            tail = nn.Conv(3 * c.scale ** 2, (3, 3), padding="SAME", kernel_init=nn.initializers.zeros, name="tail")
+        out = tail(nn.relu(h))
         return base + (out if c.scale == 1 else pixel_shuffle(out, c.scale))
 
 

@@ -130,11 +130,11 @@ def train_restorer(task: str, out, *, model_config: ResidualCNNConfig | None = N
                    command: str | None = None) -> Path:
     """Train the residual CNN for ``task`` (``sr2``, ``sr4``, ``blur2``) on ``dead_leaves`` images (training and
     validation) into ``out/run`` (resumable) and write the best parameters as the jaxir checkpoint ``out/model``.
-    Returns that directory."""
+    ``model_config`` defaults to 32 features, 4 blocks and the flat-preserving tail. Returns that directory."""
     if task not in TASKS:
         raise JaxirInputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     degradation = TASKS[task]
-    config = model_config or ResidualCNNConfig(scale=int(degradation.scale))
+    config = model_config or ResidualCNNConfig(scale=int(degradation.scale), flat_preserving=True)
     if config.scale != int(degradation.scale):
         raise JaxirInputError(f"model scale {config.scale} does not match task {task}")
     model = ResidualCNN(config)

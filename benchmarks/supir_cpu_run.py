@@ -1,0 +1,145 @@
+"""A real SUPIR restoration at 1024² on this CPU machine: does it fit in 24 GiB, and how long does it take?
+
+    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python benchmarks/supir_cpu_run.py --steps 2 \\
+        --out benchmarks/results_supir_cpu_run.md
+    python benchmarks/supir_cpu_run.py --tiny --size 128     # the same path on a small SUPIR (seconds)
+
+What runs: :class:`jaxir.pipelines.supir.SUPIRPipeline` — the whole restoration of ``jaxir restore --restorer
+supir`` — on SUPIR v0 (:meth:`jaxir.models.supir.SUPIRConfig.supir_v0`: SDXL base UNet + GLVControl, SDXL VAE with
+the ``denoise_encoder``, CLIP ViT-L + OpenCLIP bigG; 4.79 B parameters) in float32, with the tiled settings of
+SUPIR's ``options/SUPIR_v0_tiled.yaml`` (sampling tiles of 128 latent pixels, stride 64; VAE tiles ``--vae-tile``).
+The input is the bundled ``astronaut`` photo (512²) restored for SR ×2, so SUPIR samples at 1024² (latent 128²).
+
+The weights are random (no checkpoint can be downloaded here): every kernel ``N(0, 1/fan_in)``, norms' scales 1,
+biases 0, embeddings ``N(0, 0.02²)``, drawn leaf by leaf with NumPy so no initialiser program is compiled. Memory
+and time do not depend on the weights' values; the output is checked to be finite and of the right size only.
+The sampler's ``lax.scan`` over steps makes the peak independent of ``--steps``; the time per step is reported,
+so a 50-step run's time is ``setup + 50 × step``.
+
+Reported per phase (wall seconds, first call, so compilation included) and the process's peak RSS
+(``getrusage``) after each: parameters, stage 1 (degradation-robust encoding, decoding and re-encoding, tiled),
+text conditions, sampling, decoding + colour fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxir.data import bundled_photos
+from jaxir.degradations.pipeline import Degradation
+from jaxir.models import supir
+from jaxir.pipelines.supir import SUPIRPipeline, SUPIRSettings, _color_fix
+
+sys.path.insert(0, str(Path(__file__).parent))
+from supir_memory import tiny_config  # noqa: E402
+
+GiB = 2 ** 30
+COMPILE_EVENTS = "/jax/core/compile/"
+compile_seconds = [0.0]
+
+
+def _count_compile(event: str, seconds: float, **_):
+    if event.startswith(COMPILE_EVENTS):
+        compile_seconds[0] += seconds
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GiB
+
+
+def random_params(config: supir.SUPIRConfig, seed: int = 0):
+    """Random float32 parameters of ``config``'s shapes (module docstring), one leaf at a time."""
+    rng = np.random.default_rng(seed)
+
+    def fill(path, shape):
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name == "scale":
+            return jnp.ones(shape.shape, jnp.float32)
+        if name == "bias":
+            return jnp.zeros(shape.shape, jnp.float32)
+        std = 0.02 if name == "embedding" or len(shape.shape) < 2 else float(np.prod(shape.shape[:-1])) ** -0.5
+        return jnp.asarray(rng.standard_normal(shape.shape, dtype=np.float32) * np.float32(std))
+
+    return jax.tree_util.tree_map_with_path(fill, supir.param_shapes(config))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="a small SUPIR of the same structure")
+    parser.add_argument("--size", type=int, default=1024, help="sampling size in pixels")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--vae-tile", type=int, default=512)
+    parser.add_argument("--out", help="write the table (markdown) here too")
+    args = parser.parse_args(argv)
+
+    config = supir.SUPIRConfig.supir_v0()
+    if args.tiny:   # the tokenizers emit CLIP's ids, so the tiny towers get CLIP's vocabulary
+        config = tiny_config()
+        config = dataclasses.replace(config, clip_l=dataclasses.replace(config.clip_l, vocab_size=49408),
+                                     clip_g=dataclasses.replace(config.clip_g, vocab_size=49408))
+    rows, t_all = [], time.perf_counter()
+
+    jax.monitoring.register_event_duration_secs_listener(_count_compile)
+
+    def phase(name, fn):
+        t0, c0 = time.perf_counter(), compile_seconds[0]
+        out = jax.block_until_ready(fn())
+        rows.append((name, time.perf_counter() - t0, compile_seconds[0] - c0, peak_rss_gib()))
+        print(f"{name}: {rows[-1][1]:.1f} s (compiling {rows[-1][2]:.1f} s), peak RSS {rows[-1][3]:.2f} GiB",
+              flush=True)
+        return out
+
+    params = phase("parameters (random, float32)", lambda: random_params(config))
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    settings = SUPIRSettings(steps=args.steps, min_size=args.size, tile_size=128, tile_stride=64,
+                             vae_tile=args.vae_tile, vae_tile_overlap=64)
+    pipeline = SUPIRPipeline(supir.SUPIR(config), params, settings)
+    photo = jnp.asarray(bundled_photos(["astronaut"])[0].image)[None]
+    lq = jax.image.resize(photo, (1, args.size // 2, args.size // 2, 3), "linear") if args.size != 1024 else photo
+    image = pipeline.sampling_image(lq, 2.0)
+    center, init, steps = pipeline.noise(jax.random.key(0), image.shape[:3], np.arange(1))
+    z_lq, x_stage1, x_center = phase("stage 1: encode, decode, re-encode (tiled VAE)",
+                                     lambda: pipeline.stage1(image, center))
+    cond, uncond = phase("text conditions (CLIP-L + bigG, two prompts)", lambda: pipeline.conditions(z_lq))
+    z = phase(f"sampling, {args.steps} steps (tiled, CFG batch 2)",
+              lambda: pipeline.sample(init, steps, x_center, cond, uncond))
+    restored = phase("decode (tiled) + wavelet colour fix",
+                     lambda: _color_fix(settings.color_fix, pipeline.decode(z), x_stage1))
+    finite = bool(jnp.isfinite(restored).all())
+    total = time.perf_counter() - t_all
+    _, sampling, sampling_compile, _ = rows[3]
+    per_step = (sampling - sampling_compile) / args.steps
+
+    lines = [f"# SUPIR {'tiny' if args.tiny else 'v0'} at {image.shape[1]}×{image.shape[2]} on this CPU, float32, "
+             f"random weights",
+             "",
+             f"Command: `python benchmarks/supir_cpu_run.py {' '.join(argv if argv is not None else sys.argv[1:])}`  ",
+             f"Machine: {platform.machine()}, {jax.local_device_count()} device(s), {len(jax.devices('cpu'))} "
+             f"CPU device(s), jax {jax.__version__}; {n_params:,} parameters; latent {z.shape[1]}×{z.shape[2]}; "
+             f"output finite: {finite}; total {total:.0f} s",
+             "",
+             "| phase | wall s (first call) | of which compiling s | peak RSS so far (GiB) |",
+             "|---|---|---|---|",
+             *[f"| {name} | {seconds:.1f} | {comp:.1f} | {rss:.2f} |" for name, seconds, comp, rss in rows],
+             "",
+             f"Sampling: {per_step:.1f} s per step after compilation (one guided denoiser evaluation, CFG batch 2), so "
+             f"SUPIR's 50 steps take about {50 * per_step / 60:.0f} min here; everything else "
+             f"{total - sampling:.0f} s (first calls)."]
+    print("\n".join(lines))
+    if args.out:
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0 if finite and restored.shape[1:3] == image.shape[1:3] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
