@@ -208,9 +208,9 @@ def test_shipped_checkpoints_restore_a_photo_better_than_the_baseline(name, degr
 def test_shipped_checkpoints_beat_the_classical_baseline_on_retina(degradation):
     """The hardest bundled photo for the shipped models (saturated orange fundus on a noisy black background): the
     whole 1408² photo scored as the study scores it (8-bit, Y-PSNR, border = scale). Measured (jaxir_cnn vs
-    bicubic / Wiener): blur σ 2 53.16 vs 51.65 dB; models trained without saturated colours lost here (SR ×2
-    51.33 dB, blur σ 2 50.39 dB), and so did the blur σ 2 model without the flat-preserving tail (51.14 dB: a
-    constant offset on the black background; README, *Training*)."""
+    bicubic / Wiener): SR ×2 52.93 vs 51.50, SR ×4 46.78 vs 43.55, blur σ 2 53.16 vs 51.65 dB. Models trained
+    without saturated colours lost here (SR ×2 51.33 dB, blur σ 2 50.39 dB), and so did the blur σ 2 model without
+    the flat-preserving tail (51.14 dB: a constant offset on the black background; README, *Training*)."""
     from jaxir.data import bundled_photos
     from jaxir.metrics import psnr
     from jaxir.restorers import get
@@ -222,7 +222,7 @@ def test_shipped_checkpoints_beat_the_classical_baseline_on_retina(degradation):
     border = int(d.scale) if d.scale > 1 else 0
     scores = [float(psnr(to_8bit(get(name).restore(lq, d)), hq, crop_border=border, y_channel=True)[0])
               for name in ("jaxir_cnn", "wiener" if d.task == "deblur" else "bicubic")]
-    assert scores[0] > scores[1] + 0.05, scores
+    assert scores[0] > scores[1] + 1.0, scores
 
 
 def test_shipped_restorer_takes_only_what_it_was_trained_for():
