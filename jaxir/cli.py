@@ -240,8 +240,13 @@ def _train_restorer(args, config) -> str:
     given = {"max_chroma": args.max_chroma, "grain_max": args.grain, "soft_edge_max": args.soft_edges,
              "dark_fraction": args.dark_fraction}
     dead_leaves = DeadLeavesConfig(**{name: value for name, value in given.items() if value is not None})
+    images = None
+    if args.data != "dead-leaves":
+        from jaxir.data.crops import training_images
+
+        images = training_images(args.data, min_size=args.crop, data_dir=args.data_dir, alpha=args.alpha)
     path = train_restorer(args.task, args.out, model_config=model, train_config=config, data=data, seed=args.seed,
-                          dead_leaves=dead_leaves, progress=not args.quiet, command=_train_command())
+                          dead_leaves=dead_leaves, images=images, progress=not args.quiet, command=_train_command())
     return f"trained restorer written to {path}"
 
 
@@ -347,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--crop", type=int, default=64)
     trainer.add_argument("--features", type=int, default=32)
     trainer.add_argument("--blocks", type=int, default=4)
+    trainer.add_argument("--data", default="dead-leaves",
+                         help="sr*/blur2: training images: dead-leaves (default, procedural), a folder of clean images "
+                              "(or folder:PATH), or tfds:NAME[:SPLIT] (e.g. tfds:div2k/bicubic_x2:train, its 'hr' "
+                              "images); random crops with flips; validation stays on dead leaves")
+    trainer.add_argument("--data-dir", help="tensorflow-datasets data_dir for --data tfds:…")
+    trainer.add_argument("--alpha", default="error", choices=("error", "drop", "white", "black"),
+                         help="what to do with transparent pixels in a --data folder")
     trainer.add_argument("--flat-preserving", action=argparse.BooleanOptionalAction, default=True,
                          help="sr*/blur2: zero-DC, bias-free last convolution, so flat regions come back exactly as "
                               "the bicubic/identity base (default; --no-flat-preserving: a plain convolution)")

@@ -147,3 +147,20 @@ def test_importing_jaxir_data_does_not_import_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_training_images_from_tfds(prepared):
+    """``tfds:div2k/bicubic_x4:train`` gives the train split's HR images as uint8; a split that does not exist or a
+    dataset that is not prepared (no download) is a one-line error."""
+    from jaxir.data.crops import training_images
+
+    data_dir = prepared["root"] / "tfds"
+    images = training_images("tfds:div2k/bicubic_x4:train", min_size=8, data_dir=data_dir, download=False)
+    expected = sorted(prepared["images"][i][0].tobytes() for i in IDS["train"])
+    assert sorted(image.tobytes() for image in images.images) == expected
+    assert all(image.dtype == np.uint8 and image.shape == (*HR_SIZE, 3) for image in images.images)
+    assert images.names == ("div2k/bicubic_x4:train:0", "div2k/bicubic_x4:train:1")
+    for spec in ("tfds:div2k/bicubic_x4:test", "tfds:div2k/bicubic_x2:train"):
+        with pytest.raises(JaxirInputError, match=f"{spec} could not be loaded") as err:
+            training_images(spec, min_size=8, data_dir=data_dir, download=False)
+        assert "\n" not in str(err.value)

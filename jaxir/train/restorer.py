@@ -1,10 +1,12 @@
 """Training a restorer with the pixel loss of eq. (4), ``L = ‖M_φ(I_y) − I_x‖²`` (or L1), on procedural images.
 
-Data: dead-leaves crops (:mod:`jaxir.data.dead_leaves`), degraded on the fly with the task's
-:class:`~jaxir.degradations.pipeline.Degradation` (eq. 1); step s uses ``fold_in(key(seed), s)`` for both, so the
-data stream is a function of the seed. Validation: PSNR (Y channel, BasicSR's convention) on a fixed set of
-dead-leaves images from another key — never on the evaluation photos, which play no part in training (a user
-folder given as training data is refused if it holds one of them, :func:`check_not_evaluation_photos`).
+Data: dead-leaves crops (:mod:`jaxir.data.dead_leaves`), or random crops of a user folder or a tensorflow-datasets
+dataset (:mod:`jaxir.data.crops`), degraded on the fly with the task's
+:class:`~jaxir.degradations.pipeline.Degradation` (eq. 1); step s uses ``fold_in(key(seed), s)`` for both (the
+image crops ``default_rng((seed, s))``), so the data stream is a function of the seed. Validation: PSNR (Y channel,
+BasicSR's convention) on a fixed set of dead-leaves images from another key — never on the evaluation photos, which
+play no part in training (training images are refused if they hold one of them,
+:func:`check_not_evaluation_photos`).
 
 The result is a jaxir checkpoint directory (kind ``residual_cnn``) whose ``provenance.json`` records the command,
 the configurations and the validation score.
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxir import checkpoints
+from jaxir.data.crops import RandomCrops, TrainingImages
 from jaxir.data.dead_leaves import DeadLeavesConfig, dead_leaves_batch
 from jaxir.degradations.pipeline import Degradation
 from jaxir.errors import JaxirInputError
@@ -58,8 +61,10 @@ def check_not_evaluation_photos(images) -> None:
                                   "reserved for evaluation")
 
 
-def make_batch_fn(degradation: Degradation, data: RestorerData, seed: int, dead_leaves=DeadLeavesConfig()):
-    """step → (lq, hq): dead-leaves crops and their degradation, from ``fold_in(key(seed), step)``."""
+def make_batch_fn(degradation: Degradation, data: RestorerData, seed: int, dead_leaves=DeadLeavesConfig(),
+                  images: TrainingImages | None = None):
+    """step → (lq, hq): dead-leaves crops (or random crops of ``images``) and their degradation, from
+    ``fold_in(key(seed), step)``."""
     key = jax.random.key(seed)
     if data.crop % int(degradation.scale):
         raise JaxirInputError(f"crop {data.crop} must be a multiple of the scale {degradation.scale}")
@@ -70,15 +75,27 @@ def make_batch_fn(degradation: Degradation, data: RestorerData, seed: int, dead_
         hq = dead_leaves_batch(k_images, data.batch, data.crop, dead_leaves)
         return degradation(hq, k_degrade), hq
 
-    return batch
+    if images is None:
+        return batch
+    crops = RandomCrops(images, data.batch, data.crop, seed)
+    degrade = jax.jit(lambda hq, step: degradation(hq, jax.random.split(jax.random.fold_in(key, step))[1]))
+
+    def image_batch(step):
+        hq = jnp.asarray(crops(step))
+        return degrade(hq, step), hq
+
+    return image_batch
 
 
-def run_notes(command: str | None, train_config: TrainConfig, data, seed: int, **fields) -> dict:
+DEAD_LEAVES_DATA = "dead leaves (jaxir.data.dead_leaves), procedural; no evaluation photo"
+
+
+def run_notes(command: str | None, train_config: TrainConfig, data, seed: int,
+              training_data: str = DEAD_LEAVES_DATA, **fields) -> dict:
     """The provenance of a trained checkpoint: the command that reproduces it, its settings, ``fields``, and what
     it was trained on."""
     return {"command": command or " ".join(sys.argv), "train_config": dataclasses.asdict(train_config),
-            "data": dataclasses.asdict(data), "seed": seed, **fields,
-            "training_data": "dead leaves (jaxir.data.dead_leaves), procedural; no evaluation photo"}
+            "data": dataclasses.asdict(data), "seed": seed, **fields, "training_data": training_data}
 
 
 def best_score(history: list[dict]) -> float | None:
@@ -126,10 +143,11 @@ def validation_fn(model: ResidualCNN, degradation: Degradation, data: RestorerDa
 
 def train_restorer(task: str, out, *, model_config: ResidualCNNConfig | None = None,
                    train_config: TrainConfig = TrainConfig(), data: RestorerData = RestorerData(), seed: int = 0,
-                   dead_leaves: DeadLeavesConfig = DeadLeavesConfig(), mesh=None, progress: bool = True,
-                   command: str | None = None) -> Path:
-    """Train the residual CNN for ``task`` (``sr2``, ``sr4``, ``blur2``) on ``dead_leaves`` images (training and
-    validation) into ``out/run`` (resumable) and write the best parameters as the jaxir checkpoint ``out/model``.
+                   dead_leaves: DeadLeavesConfig = DeadLeavesConfig(), images: TrainingImages | None = None,
+                   mesh=None, progress: bool = True, command: str | None = None) -> Path:
+    """Train the residual CNN for ``task`` (``sr2``, ``sr4``, ``blur2``) on ``dead_leaves`` images, or on crops of
+    ``images`` (:func:`jaxir.data.crops.training_images`; validation stays on dead leaves), into ``out/run``
+    (resumable) and write the best parameters as the jaxir checkpoint ``out/model``.
     ``model_config`` defaults to 32 features, 4 blocks and the flat-preserving tail. Returns that directory."""
     if task not in TASKS:
         raise JaxirInputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
@@ -137,14 +155,18 @@ def train_restorer(task: str, out, *, model_config: ResidualCNNConfig | None = N
     config = model_config or ResidualCNNConfig(scale=int(degradation.scale), flat_preserving=True)
     if config.scale != int(degradation.scale):
         raise JaxirInputError(f"model scale {config.scale} does not match task {task}")
+    if images is not None:
+        check_not_evaluation_photos(image / 255.0 for image in images.images)
     model = ResidualCNN(config)
     out = Path(out)
     init = model.init(jax.random.key(seed), jnp.zeros((1, 8, 8, 3)))["params"]
     validate = validation_fn(model, degradation, data, seed, dead_leaves)
     _, best, history = train(restorer_loss(model, data.loss), init,
-                             make_batch_fn(degradation, data, seed, dead_leaves), train_config, out / "run",
+                             make_batch_fn(degradation, data, seed, dead_leaves, images), train_config, out / "run",
                              validate=validate, mesh=mesh, progress=progress)
+    source = {} if images is None else {"training_data": images.describe() + " (random crops, flips, transposes; "
+                                                                             "no evaluation photo)"}
     notes = run_notes(command, train_config, data, seed, task=task, degradation=degradation.label,
-                      dead_leaves=dataclasses.asdict(dead_leaves), validation_psnr_y=best_score(history))
+                      dead_leaves=dataclasses.asdict(dead_leaves), validation_psnr_y=best_score(history), **source)
     return checkpoints.save(replace_dir(out / "model"), "residual_cnn", config, best, converter="jaxir.train.restorer",
                             notes=notes)
