@@ -294,6 +294,9 @@ def cmd_train(args) -> int:
                 "cldm": _train_cldm}
     if args.task not in trainers:
         raise JaxirInputError(f"unknown task {args.task!r}; choose from {', '.join(trainers)}")
+    if args.data != "dead-leaves" and args.task not in TASKS:
+        raise JaxirInputError(f"--data applies to the restorer tasks ({', '.join(TASKS)}); {args.task} trains on "
+                              "dead leaves only")
     config = TrainConfig(steps=args.steps, learning_rate=args.lr, eval_every=args.eval_every,
                          checkpoint_every=args.eval_every, log_every=min(50, args.eval_every))
     print(trainers[args.task](args, config))

@@ -97,3 +97,6 @@ def test_train_command_on_a_folder(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--task", "sr2", "--data", str(folder), *tiny, "--out", str(tmp_path / "run2")]) != 0
     assert "jaxir: error: training data holds the evaluation photo 'chelsea'" in capsys.readouterr().err
+    assert main(["train", "--task", "vae", "--data", str(folder), *tiny, "--out", str(tmp_path / "run3")]) != 0
+    assert "--data applies to the restorer tasks (sr2, sr4, blur2); vae trains on dead leaves only" \
+        in capsys.readouterr().err
