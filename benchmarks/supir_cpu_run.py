@@ -3,10 +3,12 @@
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python benchmarks/supir_cpu_run.py --steps 2 \\
         --out benchmarks/results_supir_cpu_run.md
     python benchmarks/supir_cpu_run.py --tiny --size 128     # the same path on a small SUPIR (seconds)
+    python benchmarks/supir_cpu_run.py --dtype bf16          # on an accelerator: the 80 GB bf16 check
 
 What runs: :class:`jaxir.pipelines.supir.SUPIRPipeline` — the whole restoration of ``jaxir restore --restorer
 supir`` — on SUPIR v0 (:meth:`jaxir.models.supir.SUPIRConfig.supir_v0`: SDXL base UNet + GLVControl, SDXL VAE with
-the ``denoise_encoder``, CLIP ViT-L + OpenCLIP bigG; 4.79 B parameters) in float32, with the tiled settings of
+the ``denoise_encoder``, CLIP ViT-L + OpenCLIP bigG; 4.79 B parameters) in float32 (``--dtype bf16``: parameters
+stored in bfloat16, as ``jaxir.load(path, dtype=jnp.bfloat16)`` gives them), with the tiled settings of
 SUPIR's ``options/SUPIR_v0_tiled.yaml`` (sampling tiles of 128 latent pixels, stride 64; VAE tiles ``--vae-tile``).
 The input is the bundled ``astronaut`` photo (512²) restored for SR ×2, so SUPIR samples at 1024² (latent 128²).
 
@@ -57,18 +59,18 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GiB
 
 
-def random_params(config: supir.SUPIRConfig, seed: int = 0):
-    """Random float32 parameters of ``config``'s shapes (module docstring), one leaf at a time."""
+def random_params(config: supir.SUPIRConfig, dtype=jnp.float32, seed: int = 0):
+    """Random parameters of ``config``'s shapes in ``dtype`` (module docstring), one leaf at a time."""
     rng = np.random.default_rng(seed)
 
     def fill(path, shape):
         name = str(getattr(path[-1], "key", path[-1]))
         if name == "scale":
-            return jnp.ones(shape.shape, jnp.float32)
+            return jnp.ones(shape.shape, dtype)
         if name == "bias":
-            return jnp.zeros(shape.shape, jnp.float32)
+            return jnp.zeros(shape.shape, dtype)
         std = 0.02 if name == "embedding" or len(shape.shape) < 2 else float(np.prod(shape.shape[:-1])) ** -0.5
-        return jnp.asarray(rng.standard_normal(shape.shape, dtype=np.float32) * np.float32(std))
+        return jnp.asarray(rng.standard_normal(shape.shape, dtype=np.float32) * np.float32(std), dtype)
 
     return jax.tree_util.tree_map_with_path(fill, supir.param_shapes(config))
 
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=1024, help="sampling size in pixels")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--vae-tile", type=int, default=512)
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="parameter storage")
     parser.add_argument("--out", help="write the table (markdown) here too")
     args = parser.parse_args(argv)
 
@@ -99,7 +102,8 @@ def main(argv=None) -> int:
               flush=True)
         return out
 
-    params = phase("parameters (random, float32)", lambda: random_params(config))
+    dtype = {"fp32": jnp.float32, "bf16": jnp.bfloat16}[args.dtype]
+    params = phase(f"parameters (random, {args.dtype})", lambda: random_params(config, dtype))
     n_params = sum(x.size for x in jax.tree.leaves(params))
     settings = SUPIRSettings(steps=args.steps, min_size=args.size, tile_size=128, tile_stride=64,
                              vae_tile=args.vae_tile, vae_tile_overlap=64)
@@ -120,8 +124,8 @@ def main(argv=None) -> int:
     _, sampling, sampling_compile, _ = rows[3]
     per_step = (sampling - sampling_compile) / args.steps
 
-    lines = [f"# SUPIR {'tiny' if args.tiny else 'v0'} at {image.shape[1]}×{image.shape[2]} on this CPU, float32, "
-             f"random weights",
+    lines = [f"# SUPIR {'tiny' if args.tiny else 'v0'} at {image.shape[1]}×{image.shape[2]} on {jax.devices()[0].device_kind}, "
+             f"{args.dtype} parameters, random weights",
              "",
              f"Command: `python benchmarks/supir_cpu_run.py {' '.join(argv if argv is not None else sys.argv[1:])}`  ",
              f"Machine: {platform.machine()}, {jax.local_device_count()} device(s), {len(jax.devices('cpu'))} "
