@@ -68,23 +68,25 @@ def make_batch_fn(degradation: Degradation, data: RestorerData, seed: int, dead_
     key = jax.random.key(seed)
     if data.crop % int(degradation.scale):
         raise JaxirInputError(f"crop {data.crop} must be a multiple of the scale {degradation.scale}")
+    step_keys = lambda step: jax.random.split(jax.random.fold_in(key, step))  # noqa: E731  (images, degradation)
+
+    if images is not None:
+        crops = RandomCrops(images, data.batch, data.crop, seed)
+        degrade = jax.jit(lambda hq, step: degradation(hq, step_keys(step)[1]))
+
+        def image_batch(step):
+            hq = jnp.asarray(crops(step))
+            return degrade(hq, step), hq
+
+        return image_batch
 
     @jax.jit
     def batch(step):
-        k_images, k_degrade = jax.random.split(jax.random.fold_in(key, step))
+        k_images, k_degrade = step_keys(step)
         hq = dead_leaves_batch(k_images, data.batch, data.crop, dead_leaves)
         return degradation(hq, k_degrade), hq
 
-    if images is None:
-        return batch
-    crops = RandomCrops(images, data.batch, data.crop, seed)
-    degrade = jax.jit(lambda hq, step: degradation(hq, jax.random.split(jax.random.fold_in(key, step))[1]))
-
-    def image_batch(step):
-        hq = jnp.asarray(crops(step))
-        return degrade(hq, step), hq
-
-    return image_batch
+    return batch
 
 
 DEAD_LEAVES_DATA = "dead leaves (jaxir.data.dead_leaves), procedural; no evaluation photo"
