@@ -235,7 +235,8 @@ def _fix_and_resize(kind, decoded, x_stage1):
 def test_pipeline_equals_manual_composition(tiny, base):
     """The pipeline's wiring against SUPIR's ``batchify_sample`` composed by hand from the model's operations: PIL
     resize, the normal stream of ``fold_in(key, 1)`` cut into (x_center, start, step) noise, stage1 →
-    condition(a_prompt / n_prompt) → ``SUPIR.sample`` → decode → wavelet fix against x_stage1 → bicubic back to the clean size."""
+    condition(a_prompt / n_prompt) → ``SUPIR.sample`` → decode → wavelet fix against x_stage1 → bicubic back to the
+    clean size."""
     _, model, params = tiny
     s = settings()
     image = P.pil_bicubic(base["lq"][1:], SAMPLED)
@@ -255,6 +256,8 @@ def test_pipeline_equals_manual_composition(tiny, base):
     err = float(np.abs(base["alone"] - expected).max())
     print(f"pipeline vs manual composition: {err:.2e}")
     assert err <= 1e-6
+    # the pipeline encoded both prompts when built and holds no text tower afterwards
+    assert set(params) - set(pipeline(tiny).params) == set(P.TEXT_TOWERS) == {"clip_l", "clip_g"}
 
 
 def test_latent_and_vae_tiling(tiny, base):
