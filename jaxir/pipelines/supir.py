@@ -310,10 +310,8 @@ class SUPIRPipeline:
         # The settings' two prompts are all the text a pipeline encodes: encode them now and keep no text tower
         # (CLIP-L + bigG: 0.82 B parameters, 3 GiB in float32, a margin a 24 GiB machine needs at 1024²).
         placeholder = jnp.zeros((1, 1, 1, self.latent_channels), jnp.float32)
-        self._prompts = {}
-        for prompt in (settings.positive_prompt, settings.n_prompt):
-            cond = model.condition(params, [prompt], placeholder)
-            self._prompts[prompt] = (cond["crossattn"], cond["vector"])
+        self._text = [model.condition(params, [prompt], placeholder)
+                      for prompt in (settings.positive_prompt, settings.n_prompt)]   # [cond, uncond]
         params = {name: tree for name, tree in params.items() if name not in TEXT_TOWERS}
         self.params = params if mesh is None else parallel.replicate(params, mesh)
 
@@ -332,12 +330,10 @@ class SUPIRPipeline:
         """Step 3: ``(cond, uncond)`` for a batch of low-quality latents (prompts encoded when the pipeline was
         built)."""
         b = z_lq.shape[0]
-        out = []
-        for prompt in (self.settings.positive_prompt, self.settings.n_prompt):
-            crossattn, vector = self._prompts[prompt]
-            out.append({"crossattn": jnp.broadcast_to(crossattn, (b, *crossattn.shape[1:])),
-                        "vector": jnp.broadcast_to(vector, (b, *vector.shape[1:])), "control": z_lq})
-        return out[0], out[1]
+        cond, uncond = ({"crossattn": jnp.broadcast_to(text["crossattn"], (b, *text["crossattn"].shape[1:])),
+                         "vector": jnp.broadcast_to(text["vector"], (b, *text["vector"].shape[1:])), "control": z_lq}
+                        for text in self._text)
+        return cond, uncond
 
     def noise(self, key: jax.Array, batch_shape: tuple[int, int, int], sample_ids) -> tuple[jax.Array, ...]:
         """``(center, init, steps)`` noise for images of ``batch_shape`` (B, H, W) (module docstring)."""
