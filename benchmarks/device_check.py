@@ -44,7 +44,8 @@ pulls): that is why nothing of the sort is planned.
 Environment of the workers: ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` (JAX allocates what it uses, so PyTorch and
 the memory statistics see the truth), the rest as found (no XLA_FLAGS set on the GPU). The dry run adds
 ``--xla_backend_optimization_level=0`` to XLA_FLAGS: compiling is most of its time (the tiny step compiled in 23–32 s
-with it against 46–52 s without, on a busy 2-core CPU) and its timings mean nothing.
+with it against 46–52 s without, on a busy 2-core CPU) and its timings mean nothing; and ``OMP_NUM_THREADS=1``:
+PyTorch's threads wait on each other for seconds on busy cores (see ``bench_supir.py``).
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ class Run:
         self.deadline = time.monotonic() + (args.budget or self.mode.total)
         self.env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false", PYTHONUNBUFFERED="1",
                         PYTHONPATH=os.pathsep.join(filter(None, [str(SITE), str(ROOT), os.environ.get("PYTHONPATH")])))
-        if args.tiny:   # compile time is most of a dry run, whose timings mean nothing: about half of it saved
-            self.env["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), TINY_XLA_FLAGS]))
+        if args.tiny:   # a dry run's timings mean nothing: compile faster, and keep PyTorch off busy cores
+            self.env.update(XLA_FLAGS=" ".join(filter(None, [os.environ.get("XLA_FLAGS"), TINY_XLA_FLAGS])),
+                            OMP_NUM_THREADS="1")
         self.budgets = dict(self.mode.budgets, **dict(b.split("=") for b in args.budgets))
 
     def add(self, phase: str, **row) -> None:
@@ -237,6 +239,12 @@ def num(value, fmt: str = ".3g", scale: float = 1.0) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value * scale:{fmt}}"
 
 
+def amount(value, unit: str, fmt: str = ".3g", scale: float = 1.0) -> str:
+    """:func:`num` with a unit; a bare dash when there is no value."""
+    text = num(value, fmt, scale)
+    return text if text == "–" else f"{text} {unit}"
+
+
 def last(rows: list[dict], phase: str, config: str | None = None) -> dict | None:
     """The latest row of ``phase`` (and ``config``), skipped ones included."""
     found = [r for r in rows if r["phase"] == phase and (config is None or r.get("config") == config)]
@@ -266,8 +274,8 @@ def step_lines(rows: list[dict], configs: list[str], ceilings: dict) -> list[str
         if j_s is not None:
             notes.append(f"max rel. err {num(j.get('rel_err'), '.1e')}, {j['reps']} + {t['reps'] if t_s else 0} reps")
         lines.append(row_line(
-            "step", f"latent {shape.replace('x', '², batch ')}, {dtype}", num(j_s, ".4g", 1e3) + " ms",
-            num(t_s, ".4g", 1e3) + " ms", ratio(t_s, j_s), num((j or {}).get("compile_s"), ".1f"),
+            "step", f"latent {shape.replace('x', '², batch ')}, {dtype}", amount(j_s, "ms", ".4g", 1e3),
+            amount(t_s, "ms", ".4g", 1e3), ratio(t_s, j_s), num((j or {}).get("compile_s"), ".1f"),
             f"{num((j or {}).get('peak_gib'))} / {num((t or {}).get('peak_gib'))}",
             f"{tflops(flops, j_s, ceiling)} / {tflops(flops, t_s, ceiling)}", "; ".join(notes)))
     return lines
@@ -290,25 +298,30 @@ def restore_line(rows: list[dict]) -> str | None:
     jax_row = j or {}
     notes = (f"{done['steps']} DDIM steps; jaxir first call {num(jax_row.get('first_call_s'), '.2f')} s; "
              f"max rel. err {num(jax_row.get('rel_err'), '.1e')}")
-    return row_line("restore", f"{done['config'].split('x')[0]}² image, fp32", num(j_s, ".3g") + " s",
-                    num(t_s, ".3g") + " s", ratio(t_s, j_s), num(jax_row.get("compile_s"), ".1f"),
+    return row_line("restore", f"{done['config'].split('x')[0]}² image, fp32", amount(j_s, "s"),
+                    amount(t_s, "s"), ratio(t_s, j_s), num(jax_row.get("compile_s"), ".1f"),
                     f"{num(jax_row.get('peak_gib'))} / {num((t or {}).get('peak_gib'))}", "–", notes)
+
+
+def jaxir_line(phase: str, config: str, value: str, compile_s, peak: str, notes: str) -> str:
+    """A table row of a measurement that has no PyTorch counterpart."""
+    return row_line(phase, config, value, "–", "–", num(compile_s, ".1f"), f"{peak} / –", "–", notes)
 
 
 def supir_lines(rows: list[dict]) -> list[str]:
     lines = []
     m = last(rows, "supir-memory")
     if m:
-        lines.append(row_line("supir-memory", m["config"], f"est. peak {num(m['est_peak_gib'])} GiB",
-                              "–", "–", num(m["compile_s"], ".1f"), f"{num(m['est_peak_gib'])} (estimate) / –", "–",
-                              f"fits 80 GB: {m['fits_80gb']}; params {num(m['params_gib'])} GiB, XLA temp "
-                              f"{num(m['temp_gib'])} GiB; {m['detail']}"))
+        lines.append(jaxir_line("supir-memory", m["config"], f"est. peak {num(m['est_peak_gib'])} GiB",
+                                m["compile_s"], f"{num(m['est_peak_gib'])} (estimate)",
+                                f"fits 80 GB: {m['fits_80gb']}; params {num(m['params_gib'])} GiB, XLA temp "
+                                f"{num(m['temp_gib'])} GiB; {m['detail']}"))
     r = last(rows, "supir-run")
     if r:
-        lines.append(row_line("supir-run", r["config"], f"{num(r['per_step_s'])} s/step",
-                              "–", "–", num(r["compile_s"], ".1f"), f"{num(r['peak_gib'])} / –", "–",
-                              f"fits 80 GB: {r['fits_80gb']}; 50 steps ≈ {num(50 * r['per_step_s'], '.0f')} s + "
-                              f"setup; total {num(r['total_s'], '.0f')} s; output finite: {r['finite']}"))
+        lines.append(jaxir_line("supir-run", r["config"], f"{num(r['per_step_s'])} s/step", r["compile_s"],
+                                num(r["peak_gib"]),
+                                f"fits 80 GB: {r['fits_80gb']}; 50 steps ≈ {num(50 * r['per_step_s'], '.0f')} s + "
+                                f"setup; total {num(r['total_s'], '.0f')} s; output finite: {r['finite']}"))
     return lines
 
 
@@ -316,12 +329,11 @@ def sweep_line(rows: list[dict]) -> str | None:
     s = last(rows, "sweep")
     if s is None:
         return None
-    first = s["calls"][0]
-    return row_line("sweep", f"jaxir_cldm, {s['config']}", f"{num(s['cells_per_s_after_first'])} cells/s", "–", "–",
-                    num(first["compile_s"], ".1f"), "–", "–",
-                    f"{s['cells']} cells in {num(s['wall_s'], '.1f')} s ({num(s['cells_per_s'])} cells/s with the "
-                    f"first call); compilations {s['compilations']}, after the first call "
-                    f"{s['compilations_after_first']}; output finite: {s['finite']}")
+    return jaxir_line("sweep", f"jaxir_cldm, {s['config']}", f"{num(s['cells_per_s_after_first'])} cells/s",
+                      s["calls"][0]["compile_s"], "–",
+                      f"{s['cells']} cells in {num(s['wall_s'], '.1f')} s ({num(s['cells_per_s'])} cells/s with the "
+                      f"first call); compilations {s['compilations']}, after the first call "
+                      f"{s['compilations_after_first']}; output finite: {s['finite']}")
 
 
 HEADER = ("| phase | configuration | jaxir | PyTorch | PyTorch ÷ jaxir time | jaxir compile s | peak device memory "
