@@ -20,13 +20,13 @@ Phases (``device_check.py`` runs them in this order; the models, weights and fun
   for jaxir; XLA's ``cost_analysis`` count alongside), and the output's max |jaxir − torch| / max |torch|.
 * ``restore-torch`` / ``restore-jax``: bench_ldm's ``restore``: encode the condition, ``--steps`` DDIM steps of
   the step above (fp32), decode, at ``--size``² (batch 1); jaxir's compile and first call timed apart.
-* ``supir-memory``: ``supir_memory.py --dtype bf16 --pieces step`` at ``--size``²: XLA's buffer assignment of one
-  guided step on this backend, and the estimated peak of a restoration against 80 GB.
 * ``supir-run``: ``supir_cpu_run.py --dtype bf16 --steps N --size S``: the whole ``SUPIRPipeline`` restoration with
   random bf16 weights; per-pipeline-phase times, the device's peak allocation, the time per step.
 * ``sweep``: the shipped miniature ``jaxir_cldm`` on the bundled ``astronaut`` at SR ×2 over ``--t-starts`` ×
   ``--seeds`` (one ``restore`` call per start timestep, the seeds as its batch of sample ids): cells/s and
   compilations (``jaxir.cost.Meter``), the first call (compiling) apart from the rest.
+* ``supir-memory``: ``supir_memory.py --dtype bf16 --pieces step`` at ``--size``²: XLA's buffer assignment of one
+  guided step on this backend, and the estimated peak of a restoration against 80 GB.
 
 ``--budget``: a phase that runs several configurations starts the next one only if the slowest so far would still
 fit; those left are recorded as skipped.

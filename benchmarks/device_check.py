@@ -272,7 +272,8 @@ def step_lines(rows: list[dict], configs: list[str], ceilings: dict) -> list[str
         if j is None or t is None:
             notes.append("not reached: " + ", ".join(n for n, r in (("jaxir", j), ("PyTorch", t)) if r is None))
         if j_s is not None:
-            notes.append(f"max rel. err {num(j.get('rel_err'), '.1e')}, {j['reps']} + {t['reps'] if t_s else 0} reps")
+            notes.append(f"max rel. err {num(j.get('rel_err'), '.1e')}; timed calls {j['reps']} / "
+                         f"{t['reps'] if t_s else 0}")
         lines.append(row_line(
             "step", f"latent {shape.replace('x', '², batch ')}, {dtype}", amount(j_s, "ms", ".4g", 1e3),
             amount(t_s, "ms", ".4g", 1e3), ratio(t_s, j_s), num((j or {}).get("compile_s"), ".1f"),
@@ -303,6 +304,9 @@ def restore_line(rows: list[dict]) -> str | None:
                     f"{num(jax_row.get('peak_gib'))} / {num((t or {}).get('peak_gib'))}", "–", notes)
 
 
+FITS = {True: "yes", False: "NO", None: "–"}
+
+
 def jaxir_line(phase: str, config: str, value: str, compile_s, peak: str, notes: str) -> str:
     """A table row of a measurement that has no PyTorch counterpart."""
     return row_line(phase, config, value, "–", "–", num(compile_s, ".1f"), f"{peak} / –", "–", notes)
@@ -314,14 +318,15 @@ def supir_lines(rows: list[dict]) -> list[str]:
     if m:
         lines.append(jaxir_line("supir-memory", m["config"], f"est. peak {num(m['est_peak_gib'])} GiB",
                                 m["compile_s"], f"{num(m['est_peak_gib'])} (estimate)",
-                                f"fits 80 GB: {m['fits_80gb']}; params {num(m['params_gib'])} GiB, XLA temp "
+                                f"fits 80 GB: {FITS[m['fits_80gb']]}; params {num(m['params_gib'])} GiB, XLA temp "
                                 f"{num(m['temp_gib'])} GiB; {m['detail']}"))
     r = last(rows, "supir-run")
     if r:
         lines.append(jaxir_line("supir-run", r["config"], f"{num(r['per_step_s'])} s/step", r["compile_s"],
                                 num(r["peak_gib"]),
-                                f"fits 80 GB: {r['fits_80gb']}; 50 steps ≈ {num(50 * r['per_step_s'], '.0f')} s + "
-                                f"setup; total {num(r['total_s'], '.0f')} s; output finite: {r['finite']}"))
+                                f"fits 80 GB: {FITS[r['fits_80gb']]}; 50 steps ≈ "
+                                f"{num(50 * r['per_step_s'], '.0f')} s + setup; total {num(r['total_s'], '.0f')} s; "
+                                f"output finite: {r['finite']}"))
     return lines
 
 
