@@ -150,18 +150,29 @@ class Piece:
     def own_peak(self) -> int:
         return self.params_used + self.inputs + self.output + self.temp - self.alias
 
+    def restoration_peak(self, all_params: int) -> int:
+        """The estimated peak during a restoration: every parameter resident (``all_params`` bytes) + this
+        piece's inputs, output and temp + the blending buffers outside it."""
+        return all_params - self.params_used + self.own_peak + self.extra
+
+
+def with_activations(fn, activations: str, dtype):
+    """``fn`` as it is (``jaxir``), or with every Flax module's output cast to ``dtype`` (``cast``)."""
+    if activations != "cast":
+        return fn
+
+    def wrapped(*args):
+        with nn.intercept_methods(cast_outputs(dtype)):
+            return fn(*args)
+
+    return wrapped
+
 
 def analyse(name, activations, detail, fn, params, inputs, dtype, extra=0) -> Piece:
     """Compile ``fn(params, *inputs)`` (``jax.jit`` drops parameters the program does not use) and read its
     buffer sizes."""
-    def wrapped(p, *a):
-        if activations == "cast":
-            with nn.intercept_methods(cast_outputs(dtype)):
-                return fn(p, *a)
-        return fn(p, *a)
-
     t0 = time.perf_counter()
-    lowered = jax.jit(wrapped).lower(params, *inputs)
+    lowered = jax.jit(with_activations(fn, activations, dtype)).lower(params, *inputs)
     compiled = lowered.compile()
     seconds = time.perf_counter() - t0
     mem = compiled.memory_analysis()
@@ -322,7 +333,7 @@ def main():
                 r = vae_piece(name, config, params, dtype, act, size, vae_tile if tiled else None,
                               overlap if tiled else None)
             results.append(r)
-            peak = all_params - r.params_used + r.own_peak + r.extra
+            peak = r.restoration_peak(all_params)
             print(f"{name} [{act}]: compiled in {r.compile_s:.1f} s; params {fmt(r.params_used)}, temp "
                   f"{fmt(r.temp)}, est. peak {fmt(peak)} GiB", flush=True)
 
@@ -331,7 +342,7 @@ def main():
               "compile s |")
     rows = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
-        peak = all_params - r.params_used + r.own_peak + r.extra
+        peak = r.restoration_peak(all_params)
         rows.append(f"| {r.name} | {r.activations} | {r.detail} | {fmt(r.params_used)} | {fmt(r.inputs)} | "
                     f"{fmt(r.output)} | {fmt(r.temp)} | {fmt(r.alias)} | {fmt(r.own_peak)} | {fmt(peak)} | "
                     f"{'yes' if peak <= ACCELERATOR else 'NO'} | {'yes' if peak <= CPU_MACHINE else 'NO'} | "
