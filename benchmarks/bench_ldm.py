@@ -477,10 +477,10 @@ class JaxSide:
             spec, values = SamplerSpec("ddim", args.steps, use_cfg=False), ddim_values(args.steps)
 
             def step(params, image, x_T, ctx, values):
-                c = model.net.apply({"params": params}, image, method="encode_condition")
+                c = model.encode_condition(params, image)
                 noise = jnp.zeros((spec.steps, *x_T.shape), jnp.float32)   # η = 0: unused
                 z = sample_latent(model, params, spec, Conditions(c, ctx, ctx), x_T, noise, values)
-                return model.net.apply({"params": params}, z, method="decode")
+                return model.decode(params, z)
 
             self.args = (params, data["x"], data["x_T"], data["ctx"], values)
         else:

@@ -14,8 +14,8 @@ Pieces (``--pieces``, comma-separated; sizes in image pixels, latents are /8):
 * ``text``: the conditioner (``SUPIRNet.condition``: both text towers, size embeddings) on one prompt.
 * ``step``: one guided denoiser evaluation of the sampler at ``--size``² (latent 128² at 1024²), untiled:
   ``DiscreteDenoiserWithControl`` (EpsScaling) around GLVControl + LightGLVUNet on the CFG batch of 2 =
-  [uncond; cond], then ``uncond + s·(cond − uncond)`` (``SUPIR.sample``'s ``denoise``). The sampler's ``lax.scan``
-  over steps adds only a few latents to this.
+  [uncond; cond], then ``uncond + s·(cond − uncond)`` (``jaxir.pipelines.supir.sample_restore_edm``'s denoiser). The
+  sampler's ``lax.scan`` over steps adds only a few latents to this.
 * ``step-tiled``: the same with SUPIR's tiled sampling (``--tile``/``--tile-stride`` latent pixels, 128/64 as in
   ``options/SUPIR_v0_tiled.yaml``): :func:`jaxir.tiling.tiled_blend` (one tile at a time in a
   ``lax.scan``, Gaussian blending) as the pipeline's tiled sampler runs it. At 1024² the latent is one 128² tile,

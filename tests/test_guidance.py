@@ -23,7 +23,8 @@ SCHEDULE = S.spaced_schedule(TABLE, S.space_timesteps(1000, "10"))   # timesteps
 
 
 def row(i: int) -> S.SpacedSchedule:
-    """Step i of the 10-step schedule, as the sampler hands it to ``guide_x0`` (float32, int32 timestep)."""
+    """Step i of the 10-step schedule, as the sampler hands it to the denoiser and its guidance hook (float32, int32
+    timestep)."""
     return S.SpacedSchedule(*(jnp.asarray(a[i], jnp.int32 if name == "timesteps" else jnp.float32)
                               for name, a in zip(SCHEDULE._fields, SCHEDULE)))
 

@@ -159,22 +159,21 @@ def sample_latent(model, params, spec: SamplerSpec, cond: Conditions, x_T, noise
     """z_0 (and with ``trajectory`` the x0 prediction of every step) from the starting latent ``x_T`` (standard
     normal, or the noised condition of :func:`start_latent`) and per-step ``noise`` (steps, *x_T.shape)."""
     schedule = values.schedule
-    if spec.sampler in SPACED_SAMPLERS:
-        denoise = denoiser(_network(model, params, spec, cond, values), spec.parameterization)
-        if spec.guidance_space is not None:
-            denoise = guidance.guided(denoise, _restoration_guidance(model, params, spec, cond, values))
-        sample = samplers.sample_ddpm if spec.sampler == "spaced" else functools.partial(samplers.sample_ddim,
-                                                                                          eta=values.eta)
-        out = sample(denoise, x_T, schedule, noise, trajectory=trajectory)
-    else:
-        denoise = denoiser(_network(model, params, spec, cond, values), spec.parameterization, schedule.sigmas,
-                           schedule.timesteps)
-        x = x_T * jnp.sqrt(1.0 + schedule.sigmas[0] ** 2)   # DiffBIR EDMSampler.sample
-        solver = spec.sampler[len("edm_"):]
-        options = {"euler": dict(s_churn=values.s_churn, s_tmin=values.s_tmin, s_tmax=values.s_tmax,
-                                 s_noise=values.s_noise),
-                   "dpm++_2m": {}, "dpm++_3m_sde": dict(eta=values.eta, s_noise=values.s_noise)}[solver]
-        out = edm.SOLVERS[solver](denoise, x, schedule, noise, trajectory=trajectory, **options)
+    sigma_space = spec.sampler in EDM_SAMPLERS
+    tables = (schedule.sigmas, schedule.timesteps) if sigma_space else ()
+    denoise = denoiser(_network(model, params, spec, cond, values), spec.parameterization, *tables)
+    if spec.guidance_space is not None:
+        denoise = guidance.guided(denoise, _restoration_guidance(model, params, spec, cond, values))
+    x = x_T * jnp.sqrt(1.0 + schedule.sigmas[0] ** 2) if sigma_space else x_T   # DiffBIR EDMSampler.sample
+    sample, options = {
+        "spaced": (samplers.sample_ddpm, {}),
+        "ddim": (samplers.sample_ddim, dict(eta=values.eta)),
+        "edm_euler": (edm.sample_euler, dict(s_churn=values.s_churn, s_tmin=values.s_tmin, s_tmax=values.s_tmax,
+                                             s_noise=values.s_noise)),
+        "edm_dpm++_2m": (edm.sample_dpmpp_2m, {}),
+        "edm_dpm++_3m_sde": (edm.sample_dpmpp_3m_sde, dict(eta=values.eta, s_noise=values.s_noise)),
+    }[spec.sampler]
+    out = sample(denoise, x, schedule, noise, trajectory=trajectory, **options)
     return (out[0], out[1].denoised) if trajectory else out
 
 
