@@ -184,8 +184,9 @@ def step_fn(config: supir.SUPIRConfig, tile: int | None = None, stride: int | No
 
     def guided(params, x, sigma, c_ctx, c_vec, u_ctx, u_vec, control, cfg, control_scale):
         def denoise_cond(x_in, level, c, step):
-            network = lambda z, t, i: net.apply({"params": params}, z, jnp.broadcast_to(t, (z.shape[0],)), c,  # noqa: E731
-                                                control_scale)
+            def network(z, t, i):
+                return net.apply({"params": params}, z, jnp.broadcast_to(t, (z.shape[0],)), c, control_scale)
+
             return denoiser(network, "eps", table, np.arange(len(table)), quantize=True)(x_in, level, step)
 
         cond = {"crossattn": c_ctx, "vector": c_vec, "control": control}

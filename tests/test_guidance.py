@@ -157,8 +157,9 @@ def test_window_is_open_strictly_between_stop_and_start():
 
 
 def test_guidance_inside_the_sampler_is_traced():
-    """sample_ddpm with the guidance hook in its denoiser: the x0 predictions of the trajectory equal the unguided x0 moved by the latent
-    MSE step at the steps inside the window only; scale and window are traced (one compiled program)."""
+    """sample_ddpm with the guidance hook in its denoiser: the x0 predictions of the trajectory equal the unguided x0
+    moved by the latent MSE step at the steps inside the window only; scale and window are traced (one compiled
+    program)."""
     rng = np.random.default_rng(4)
     x_T = jnp.asarray(rng.normal(size=(1, 4, 4, 4)).astype(np.float32))
     noise = jnp.asarray(rng.normal(size=(10, 1, 4, 4, 4)).astype(np.float32))

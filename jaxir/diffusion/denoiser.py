@@ -50,7 +50,8 @@ def denoiser(network: Callable, parameterization: str, sigmas=None, timesteps=No
     ``quantize_c_noise`` path: ``x − σₛ·ε(x/√(σₛ²+1), tₛ)``), without it σ itself is used (DiffBIR:
     ``x − σ·ε(x/√(σ²+1), tₛ)``)."""
     if parameterization not in PARAMETERIZATIONS:
-        raise JaxirInputError(f"unknown parameterization {parameterization!r}: use one of {', '.join(PARAMETERIZATIONS)}")
+        raise JaxirInputError(f"unknown parameterization {parameterization!r}: use one of "
+                              f"{', '.join(PARAMETERIZATIONS)}")
 
     def denoise(x, level, step):
         if isinstance(level, SpacedSchedule):

@@ -32,8 +32,8 @@ Tiled sampling (``tile_size``/``tile_stride`` in latent pixels; SUPIR's ``TiledR
 ``options/SUPIR_v0_tiled.yaml``): every guided denoiser evaluation runs on the latent tiles SUPIR uses
 (``_sliding_windows``: stride ``tile_stride``, the last row/column ending at the border) of the noisy latent and
 ``z_lq`` concatenated, one tile at a time (``lax.scan``), and the tiles' outputs are blended with SUPIR's Gaussian
-weights (:func:`jaxir.tiling.tiled_blend`). SUPIR instead applies the whole Euler step (churn with the image-wide noise,
-restoration guidance, update) per tile and blends the stepped latents; every part of that step outside the
+weights (:func:`jaxir.tiling.tiled_blend`). SUPIR instead applies the whole Euler step (churn with the image-wide
+noise, restoration guidance, update) per tile and blends the stepped latents; every part of that step outside the
 network is the same per-pixel affine map in every tile, so blending the denoiser outputs gives the same result up
 to float rounding (tested: one tile equals the untiled sampler). Tiles larger than the latent are clamped to it
 (SUPIR requires latents of at least one tile); SUPIR's per-tile local prompts are not supported.
