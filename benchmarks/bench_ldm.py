@@ -428,10 +428,10 @@ def jax_ddim_restore(tiny: bool, steps: int):
     spec = SamplerSpec("ddim", steps, use_cfg=False)
 
     def restore(params, image, x_T, ctx, values):
-        c = model.net.apply({"params": params}, image, method="encode_condition")
+        c = model.encode_condition(params, image)
         noise = jnp.zeros((spec.steps, *x_T.shape), jnp.float32)   # η = 0: unused
         z = sample_latent(model, params, spec, Conditions(c, ctx, ctx), x_T, noise, values)
-        return model.net.apply({"params": params}, z, method="decode")
+        return model.decode(params, z)
 
     return restore
 

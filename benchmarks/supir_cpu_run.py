@@ -42,9 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxir.data import bundled_photos
-from jaxir.degradations.pipeline import Degradation
 from jaxir.models import supir
-from jaxir.pipelines.supir import SUPIRPipeline, SUPIRSettings, _color_fix
+from jaxir.pipelines.supir import SUPIRPipeline, SUPIRSettings, stage1_color_fix
 
 sys.path.insert(0, str(Path(__file__).parent))
 from supir_memory import tiny_config  # noqa: E402
@@ -143,7 +142,7 @@ def run(args) -> dict:
     z = phase(f"sampling, {args.steps} steps (tiled, CFG batch 2)",
               lambda: pipeline.sample(init, steps, x_center, cond, uncond))
     restored = phase("decode (tiled) + wavelet colour fix",
-                     lambda: _color_fix(settings.color_fix, pipeline.decode(z), x_stage1))
+                     lambda: stage1_color_fix(settings.color_fix, pipeline.decode(z), x_stage1))
     total = time.perf_counter() - t_all
     _, sampling, sampling_compile, _, _ = next(row for row in rows if row[0].startswith("sampling"))
     return dict(rows=rows, n_params=n_params, image=image.shape[1:3], latent=z.shape[1:3],

@@ -22,7 +22,6 @@ from ``fold_in(key, sample_ids[b])``, so a result never depends on batch size or
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -32,8 +31,8 @@ import numpy as np
 from jaxir import parallel
 from jaxir.degradations.pipeline import Degradation
 from jaxir.degradations.resize import resize_torch
-from jaxir.diffusion import samplers
 from jaxir.diffusion import schedule as S
+from jaxir.diffusion.noise import sampler_noise
 from jaxir.errors import JaxirInputError
 from jaxir.batches import check_images, clean_size, pad_to_multiple
 from jaxir.pipelines.colorfix import COLOR_FIXES
@@ -173,16 +172,6 @@ def pad_multiple(config) -> int:
     return config.vae.downsample_factor * 2 ** (len(config.unet.channel_mult) - 1)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _encode(model, params, image):
-    return model.net.apply({"params": params}, image, method="encode_condition")
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _decode(model, params, z):
-    return model.net.apply({"params": params}, z, method="decode")
-
-
 class DiffBIR:
     """A converted DiffBIR ControlLDM (``jaxir.load`` of a ``diffbir_cldm`` checkpoint) run as the restoration
     pipeline of the module docstring. ``stage1``: the stage-1 restorer, a callable ``(lq, degradation, key,
@@ -222,7 +211,7 @@ class DiffBIR:
     def encode(self, image: jax.Array) -> jax.Array:
         """``c_f = scale · mode(E(2x − 1))`` (eq. 7) of a padded image, tiled when ``vae_tile`` is set."""
         s = self.settings
-        fn = lambda x: _encode(self.model, self.params, x)  # noqa: E731
+        fn = lambda x: self.model.encode_condition(self.params, x)  # noqa: E731
         if s.vae_tile:
             return tiled_apply(fn, image, s.vae_tile, s.vae_tile_overlap, scale=1 / self.factor)
         return fn(image)
@@ -230,7 +219,7 @@ class DiffBIR:
     def decode(self, z: jax.Array) -> jax.Array:
         """``D(z / scale)`` (eq. 11) mapped to [0, 1] (unclipped), tiled when ``vae_tile`` is set."""
         s = self.settings
-        fn = lambda z: (_decode(self.model, self.params, z) + 1.0) / 2.0  # noqa: E731
+        fn = lambda z: (self.model.decode(self.params, z) + 1.0) / 2.0  # noqa: E731
         if s.vae_tile:
             tile = s.vae_tile // self.factor
             return tiled_apply(fn, z, tile, s.vae_tile_overlap // self.factor, scale=self.factor)
@@ -255,7 +244,7 @@ class DiffBIR:
         prompt = self._text(s.pos_prompt)
         c_txt = jnp.broadcast_to(prompt, (b, *prompt.shape[1:]))
         c_neg = jnp.broadcast_to(self._text(s.neg_prompt), c_txt.shape)
-        x_T, noise = samplers.sampler_noise(key, c_img.shape, spec.steps, sample_ids)
+        x_T, noise = sampler_noise(key, c_img.shape, spec.steps, sample_ids)
         x_T = start_latent(self._alphas_cumprod, spec, values, c_img, x_T, s.start_from_condition, s.t_start)
         target = padded * 2.0 - 1.0 if spec.guidance_space == "rgb" else None
         out = sample_latent(self.model, self.params, spec, Conditions(c_img, c_txt, c_neg, target), x_T, noise,
