@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import compiled_functions
 import test_supir as tiny_supir   # the tiny config and the seeded SDXL + SUPIR source files
 from checkpoints_conversion import supir_keys
 from jaxir import checkpoints
@@ -224,16 +225,13 @@ def test_restore_shape_range_determinism_and_batch_independence(tiny, base):
 def test_new_key_and_scales_do_not_recompile(tiny, base):
     """A new key, CFG, restoration scale, (linear) control scale, churn and noise reuse every compiled program
     (jit cache sizes unchanged) and each changes the result."""
-    _, model, _ = tiny
-    jitted = (P._sample, P._draw_noise, model._denoise_encode, model._encode_scaled, model._decode,
-              model._condition, P._pil_bicubic, P._color_fix, P._resize_back)
-    before = [f._cache_size() for f in jitted]
     lq = base["lq"][1:]
     for key, overrides in ((1, {}), (0, dict(cfg_scale=3.0, restoration_scale=2.0)),
                            (0, dict(control_scale=0.7, use_linear_control_scale=True, s_churn=1.0, s_noise=1.0,
                                     use_linear_cfg=False))):
-        out = np.asarray(pipeline(tiny, **overrides)(lq, DEG, jax.random.key(key), sample_ids=[1]))
-        assert [f._cache_size() for f in jitted] == before, overrides
+        with compiled_functions() as compiled:
+            out = np.asarray(pipeline(tiny, **overrides)(lq, DEG, jax.random.key(key), sample_ids=[1]))
+        assert not compiled, (overrides, compiled)
         assert np.abs(out - base["alone"]).max() > 1e-4, overrides
 
 

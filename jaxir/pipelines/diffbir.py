@@ -234,9 +234,7 @@ class DiffBIR:
         if len(sample_ids) != n:
             raise JaxirInputError(f"{len(sample_ids)} sample ids for a batch of {n}")
         if self.mesh is not None:
-            size = parallel.padded_size(n, self.mesh)
-            cond_img = parallel.shard_batch(parallel.pad_batch(cond_img, size), self.mesh)
-            sample_ids = np.concatenate([sample_ids, np.repeat(sample_ids[-1:], size - n)])
+            cond_img, sample_ids = parallel.shard_samples(cond_img, sample_ids, self.mesh)
         padded = pad_to_multiple(cond_img, self.pad_multiple)
         c_img = self.encode(padded)
         b = c_img.shape[0]

@@ -377,9 +377,7 @@ class SUPIRPipeline:
         if len(sample_ids) != n:
             raise JaxirInputError(f"{len(sample_ids)} sample ids for a batch of {n}")
         if self.mesh is not None:
-            size = parallel.padded_size(n, self.mesh)
-            image = parallel.shard_batch(parallel.pad_batch(image, size), self.mesh)
-            sample_ids = np.concatenate([sample_ids, np.repeat(sample_ids[-1:], size - n)])
+            image, sample_ids = parallel.shard_samples(image, sample_ids, self.mesh)
         center, init, steps = self.noise(key, image.shape[:3], sample_ids)
         z_lq, x_stage1, x_center = self.stage1(image, center)
         cond, uncond = self.conditions(z_lq)
