@@ -25,7 +25,8 @@ from jaxir.diffusion import schedule as S
 from jaxir.errors import JaxirInputError
 from jaxir.pipelines import sampling
 from jaxir.pipelines.colorfix import adain_color_fix, wavelet_color_fix
-from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings, short_edge_size
+from jaxir.models.cldm import DiffusionProcess
+from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings, process_alphas_cumprod, short_edge_size
 
 
 
@@ -108,14 +109,17 @@ def test_pipeline_sampler_matches_diffbir(tiny, name, parameterization, zero_snr
     recorded start latent and noise: ≤ 1e-5 of max |z0| (as the sampler test; DiffBIR also makes two calls)."""
     model, params = tiny
     ref = dict(np.load(DIFFBIR_FIXTURES / "fixtures.npz"))
-    settings = DiffBIRSettings(zero_snr=zero_snr, parameterization=parameterization, steps=10, cfg_scale=4.0)
-    values = settings.values()
+    process = DiffusionProcess(zero_snr=zero_snr, parameterization=parameterization)
+    settings = DiffBIRSettings(steps=10, cfg_scale=4.0)
+    alphas_cumprod = process_alphas_cumprod(process)
+    spec = settings.sampler_spec(process.parameterization)
+    values = settings.values(alphas_cumprod, spec)
     np.testing.assert_array_equal(values.schedule.timesteps, np.sort(ref[f"spaced_timesteps_{name}"])[::-1])
-    np.testing.assert_allclose(S.alphas_cumprod(ref[f"betas_{name}"]), settings.alphas_cumprod(), rtol=1e-6)
+    np.testing.assert_allclose(S.alphas_cumprod(ref[f"betas_{name}"]), alphas_cumprod, rtol=1e-6)
     with jax.default_matmul_precision("highest"):
         c_txt = model.encode_text(params, ["", "a photo of an astronaut, high quality"])
         cond = sampling.Conditions(jnp.asarray(ref["c_img"]), c_txt[1:2], c_txt[0:1])
-        z0 = sampling.sample_latent(model, params, settings.spec, cond, jnp.asarray(ref[f"sampler_xT_{name}"]),
+        z0 = sampling.sample_latent(model, params, spec, cond, jnp.asarray(ref[f"sampler_xT_{name}"]),
                                     jnp.asarray(ref[f"sampler_noise_{name}"]), values)
     expected = ref[f"sampler_z0_{name}"]
     assert float(np.abs(np.asarray(z0) - expected).max() / np.abs(expected).max()) < 1e-5

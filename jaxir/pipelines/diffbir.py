@@ -55,12 +55,11 @@ V21_NEG_PROMPT = ("painting, oil painting, illustration, drawing, art, sketch, o
 @dataclasses.dataclass(frozen=True)
 class DiffBIRSettings:
     """Everything a DiffBIR run depends on besides the model and the image. ``stage1`` maps a task
-    (``Degradation.task``) to a restorer name; ``zero_snr``/``parameterization`` must match the checkpoint (v2.1:
-    the zero-terminal-SNR SD 2.1 with v-prediction)."""
+    (``Degradation.task``) to a restorer name. The noise schedule and what the network predicts are the
+    checkpoint's own (``model.config.process``, recorded at conversion; v2.1: the zero-terminal-SNR SD 2.1 with
+    v-prediction), never a setting that could disagree with the file."""
 
     stage1: tuple[tuple[str, str], ...] = (("sr", "bsrnet"), ("denoise", "scunet"), ("deblur", "bsrnet"))
-    zero_snr: bool = False
-    parameterization: str = dataclasses.field(default="eps", metadata={"choices": ("eps", "v")})
     sampler: str = dataclasses.field(default="spaced", metadata={"choices": SAMPLERS})
     steps: int = 50
     cfg_scale: float = 4.0
@@ -105,7 +104,7 @@ class DiffBIRSettings:
                                ("deblur", "diffbir_swinir")), cfg_scale=1.0, neg_prompt=""),
             "v2": {},
             "v2.1": dict(stage1=(("sr", "diffbir_swinir"), ("denoise", "diffbir_swinir"),
-                                 ("deblur", "diffbir_swinir")), zero_snr=True, parameterization="v",
+                                 ("deblur", "diffbir_swinir")),
                          sampler="edm_dpm++_3m_sde", steps=10, cfg_scale=8.0, pos_prompt=V21_POS_PROMPT,
                          neg_prompt=V21_NEG_PROMPT),
             "jaxir": dict(stage1=(("sr", "jaxir_cnn"), ("deblur", "jaxir_cnn")), sampler="ddim", steps=10, eta=1.0,
@@ -133,28 +132,29 @@ class DiffBIRSettings:
             if getattr(self, name) % multiple:
                 raise JaxirInputError(f"{name} must be a multiple of {multiple} pixels, got {getattr(self, name)}")
 
-    @property
-    def spec(self) -> SamplerSpec:
-        return self.sampler_spec(LATENT_FACTOR)
-
-    def sampler_spec(self, latent_factor: int) -> SamplerSpec:
-        """The sampler's static settings, with the latent tiling converted to latent pixels by the VAE factor."""
+    def sampler_spec(self, parameterization: str, latent_factor: int = LATENT_FACTOR) -> SamplerSpec:
+        """The sampler's static settings for a network predicting ``parameterization`` (the checkpoint's), with the
+        latent tiling converted to latent pixels by the VAE factor."""
         tile = self.latent_tile // latent_factor
         overlap = (self.latent_tile - self.latent_tile_stride) // latent_factor if tile else 0
-        return SamplerSpec(self.sampler, self.steps, self.parameterization, use_cfg=self.cfg_scale != 1.0,
+        return SamplerSpec(self.sampler, self.steps, parameterization, use_cfg=self.cfg_scale != 1.0,
                            tile=tile, tile_overlap=overlap, guidance_space=self.guidance_space,
                            guidance_loss=self.guidance_loss, guidance_repeat=self.guidance_repeat)
 
-    def alphas_cumprod(self) -> np.ndarray:
-        betas = S.sd_linear_betas()
-        return S.alphas_cumprod(S.rescale_zero_terminal_snr(betas) if self.zero_snr else betas)
-
-    def values(self, latent_factor: int = LATENT_FACTOR):
+    def values(self, alphas_cumprod: np.ndarray, spec: SamplerSpec):
+        """The traced sampler values on the checkpoint's ``alphas_cumprod`` (:func:`process_alphas_cumprod`)."""
         options = dict(s_churn=self.s_churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise,
                        eta=self.eta, guidance_scale=self.guidance_scale, guidance_t_start=self.guidance_t_start,
                        guidance_t_stop=self.guidance_t_stop)
-        return sampler_values(self.alphas_cumprod(), self.sampler_spec(latent_factor), cfg_scale=self.cfg_scale,
+        return sampler_values(alphas_cumprod, spec, cfg_scale=self.cfg_scale,
                               rescale_cfg=self.rescale_cfg, strength=self.strength, t_start=self.t_start, **options)
+
+
+def process_alphas_cumprod(process) -> np.ndarray:
+    """ᾱ of a checkpoint's :class:`~jaxir.models.cldm.DiffusionProcess`: SD's linear β between its ends, rescaled to
+    zero terminal SNR when the checkpoint was trained so (DiffBIR ``diffbir.model.Diffusion``)."""
+    betas = S.sd_linear_betas(process.timesteps, process.linear_start, process.linear_end)
+    return S.alphas_cumprod(S.rescale_zero_terminal_snr(betas) if process.zero_snr else betas)
 
 
 def short_edge_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -180,8 +180,6 @@ class DiffBIR:
     :func:`jaxir.parallel.data_mesh` to shard batches over (parameters are replicated on it)."""
 
     def __init__(self, model, params, settings: DiffBIRSettings, stage1: Callable, mesh=None):
-        if settings.parameterization not in ("eps", "v"):
-            raise JaxirInputError(f"parameterization must be 'eps' or 'v', got {settings.parameterization!r}")
         self.model, self.settings, self.mesh = model, settings, mesh
         self.params = params if mesh is None else parallel.replicate(params, mesh)
         self.stage1 = stage1
@@ -190,8 +188,10 @@ class DiffBIR:
         self.pad_multiple = pad_multiple(model.config)
         settings.check_tiles(self.pad_multiple)
         # the settings are frozen: schedule tables and sampler values once, not per call
-        self._alphas_cumprod = settings.alphas_cumprod()
-        self._spec, self._values = settings.sampler_spec(self.factor), settings.values(self.factor)
+        process = model.config.process   # the checkpoint's schedule and parameterisation
+        self._alphas_cumprod = process_alphas_cumprod(process)
+        self._spec = settings.sampler_spec(process.parameterization, self.factor)
+        self._values = settings.values(self._alphas_cumprod, self._spec)
 
     def _text(self, prompt: str) -> jax.Array:
         if prompt not in self._prompts:
