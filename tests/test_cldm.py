@@ -15,7 +15,7 @@ from checkpoints_conversion.__main__ import main as convert_main
 from jaxir.models.cldm import CLDM
 
 FIXTURES = DIFFBIR_FIXTURES
-pytestmark = needs_fixtures("diffbir")
+pytestmark = [needs_fixtures("diffbir"), pytest.mark.slow]   # compiles whole models
 
 
 def _rel(a, b) -> float:

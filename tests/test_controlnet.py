@@ -17,6 +17,8 @@ from jaxir.models.controlnet import ControlNet, ControlNetConfig, param_shapes
 from jaxir.models.unet import UNetConfig, UNetModel
 from jaxir.models.unet import param_shapes as unet_param_shapes
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 

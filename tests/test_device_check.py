@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import device_check  # noqa: E402
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 PHASES = ("check", "prepare", "step-torch", "step-jax", "restore-torch", "restore-jax", "supir-memory", "supir-run",
           "sweep")
 

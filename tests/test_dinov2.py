@@ -22,6 +22,8 @@ timm = pytest.importorskip("timm")
 from timm.layers import GluMlp, SwiGLUPacked, resample_abs_pos_embed  # noqa: E402
 from timm.models.vision_transformer import VisionTransformer  # noqa: E402
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 TOLERANCE = 1e-4   # max |ours − reference| / max |reference|
 TINY = dict(embed_dim=48, depth=2, num_heads=3)
 # name: (timm VisionTransformer options beyond TINY, our config)

@@ -11,8 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from helpers import needs_fixtures
+
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
 
 _WORKER = """
 import json, sys

@@ -26,6 +26,8 @@ from jaxir.errors import JaxirInputError
 from jaxir.metrics import lpips as jl
 from jaxir.models.lpips_backbones import ARCHITECTURES, max_pool, min_input_size
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 lpips_ref = pytest.importorskip("lpips")
 
 NETS = ("alex", "vgg", "squeeze")

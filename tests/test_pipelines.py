@@ -28,6 +28,7 @@ from jaxir.pipelines.colorfix import adain_color_fix, wavelet_color_fix
 from jaxir.models.cldm import DiffusionProcess
 from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings, process_alphas_cumprod, short_edge_size
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs pipelines
 
 
 def _nchw(x):

@@ -19,6 +19,8 @@ from jaxir.degradations.realesrgan import (KERNEL_TYPES, RESIZE_MODES, RealESRGA
                                            realesrgan_degrade, resize_valid)
 from jaxir.errors import JaxirInputError
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 torch = pytest.importorskip("torch")
 
 

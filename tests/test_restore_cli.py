@@ -16,6 +16,8 @@ from jaxir.degradations.pipeline import Degradation
 from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings
 from jaxir.restorers import get
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 
 def _folder(tmp_path, sizes=((24, 32), (20, 20))):
     folder = tmp_path / "lq"

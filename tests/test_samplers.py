@@ -22,6 +22,8 @@ from jaxir.diffusion.guidance import classifier_free_guidance
 from jaxir.diffusion.noise import sampler_noise
 from jaxir.errors import JaxirInputError
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 FIXTURES = DIFFBIR_FIXTURES
 TRACES = {"diffbir": 0, "toy": 0}
 

@@ -20,6 +20,8 @@ from jaxir.degradations.pipeline import Degradation
 from jaxir.models.scunet import SCUNet, SCUNetConfig, shift_mask
 from jaxir.restorers import pretrained
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 TOLERANCE = 1e-4   # max abs error / max abs reference output
 SIZE = (40, 72)    # padded to 64 × 128: one window row and two columns at the coarsest level
 

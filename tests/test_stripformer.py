@@ -29,6 +29,8 @@ from jaxir.restorers import get as get_restorer
 from jaxir.batches import pad_to_multiple
 from jaxir.restorers.stripformer import make_restore
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 FIXTURE = FIXTURES / "stripformer" / "stripformer.npz"
 needs_fixture = needs_fixtures("stripformer", "stripformer.npz")
 TOL = 1e-4

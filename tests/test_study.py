@@ -21,6 +21,8 @@ from jaxir.restorers.base import Restorer, deterministic
 from jaxir.study.results import read_results
 from jaxir.study.runner import StudyConfig, evaluate_cell, run_study
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 LEVELS = (Degradation(scale=2), Degradation(blur_sigma=2.0))
 
 

@@ -39,6 +39,8 @@ from jaxir.models.vae import VAEConfig
 from jaxir.models.vae import param_shapes as vae_param_shapes
 from jaxir.pipelines import supir as pipeline
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 FIXTURES = SHARED_FIXTURES / "supir"
 NPZ, YAML = FIXTURES / "supir.npz", FIXTURES / "supir_tiny.yaml"
 needs_fixture = needs_fixtures("supir", "supir.npz")

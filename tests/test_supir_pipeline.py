@@ -36,6 +36,8 @@ from jaxir.pipelines import supir as P
 from jaxir.pipelines.colorfix import COLOR_FIXES
 from jaxir.restorers import cldm_family, get
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 STEPS = 3
 DEG = Degradation(scale=2)
 CLEAN, SAMPLED = (64, 80), (64, 64)

@@ -28,6 +28,8 @@ from jaxir.models.swinir import (SwinIR, SwinIRConfig, pixel_shuffle, pixel_unsh
                                  shifted_window_mask)
 from jaxir.restorers import swinir as swinir_restorers
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 TOLERANCE = 1e-5   # max |ours − spandrel| / max |spandrel|; measured 3.9e-7 … 1.2e-6
 # one RSTB of two Swin layers (window attention, then shifted window attention); TWO_GROUPS: two RSTBs
 TINY = dict(img_size=16, embed_dim=16, depths=(2,), num_heads=(2,), window_size=4, mlp_ratio=2.0)

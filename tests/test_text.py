@@ -18,6 +18,8 @@ from jaxir.models.text import TextEncoderConfig, TextTransformer
 from jaxir.models.text import param_shapes as text_param_shapes
 from jaxir.models.tokenizer import EOT, SOT, CLIPTokenizer, pre_tokenize, vocabulary
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 DIFFBIR = DIFFBIR_FIXTURES
 needs_diffbir = needs_fixtures("diffbir")
 PROMPTS = ["", "a photo of an astronaut, high quality"]   # the prompts of fixtures.npz (see its README)

@@ -20,6 +20,8 @@ from jaxir.train.loop import TrainConfig, train
 from jaxir.train.restorer import (TASKS, RestorerData, check_not_evaluation_photos, make_batch_fn, restorer_loss,
                                   train_restorer)
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 SMALL = DeadLeavesConfig(num_shapes=40)
 TINY_DATA = RestorerData(batch=4, crop=16, validation_images=2, validation_size=32)
 

@@ -22,6 +22,8 @@ from jaxir.train.loop import TrainConfig
 from jaxir.train.vae import (INITIAL_LOGVAR, VAEData, initial_params, kl_divergence, latent_scale, train_vae,
                              vae_loss)
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 TINY_VAE = VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, embed_dim=4, resolution=16,
                      scale_factor=1.0, norm_groups=8)
 TINY_UNET = UNetConfig(in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2), num_res_blocks=1,

@@ -17,6 +17,8 @@ from jaxir.errors import JaxirInputError
 from jaxir.layers import timestep_embedding
 from jaxir.models.unet import UNetConfig, UNetModel, param_shapes
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 

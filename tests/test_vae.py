@@ -26,6 +26,8 @@ from jaxir.models.vae import param_shapes as vae_shapes  # noqa: E402
 from jaxir.errors import JaxirInputError  # noqa: E402
 from jaxir.models.vae import AutoencoderKL, VAEConfig  # noqa: E402
 
+pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
+
 FIXTURES = DIFFBIR_FIXTURES
 TOL = 1e-4
 
