@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from checkpoints_conversion.errors import ConversionError
+from checkpoints_conversion.errors import ConversionError, naming
 from checkpoints_conversion.keymap import strip_prefix
 from checkpoints_conversion.sources import read_state_dict
 from checkpoints_conversion.text_keys import convert_text_encoder
@@ -63,13 +63,19 @@ def _split_sd(state: dict, path) -> dict[str, dict]:
 
 
 def convert(sd_path, controlnet_path, config: ControlLDMConfig) -> dict:
-    """The ``ControlLDMNet`` parameter tree ``{unet, controlnet, vae, text}``."""
-    sd = read_state_dict(sd_path)
-    parts = _split_sd(sd, sd_path)
-    control = read_state_dict(controlnet_path)
-    if any(k.startswith(UNET_PREFIX) for k in control):
-        raise ConversionError(f"{controlnet_path}: this is a Stable Diffusion checkpoint, not a DiffBIR ControlNet")
-    return {"unet": convert_unet(parts["unet"], config.unet, "ldm"),
-            "controlnet": convert_controlnet(control, config.controlnet, "ldm"),
-            "vae": convert_vae(parts["vae"], config.vae, "ldm"),
-            "text": convert_text_encoder({TEXT_PREFIX + k: v for k, v in parts["text"].items()}, config.text, "sd2")}
+    """The ``ControlLDMNet`` parameter tree ``{unet, controlnet, vae, text}``; an error names the file at fault
+    and its command-line option (``--sd`` or ``--controlnet``)."""
+    with naming(sd_path, "--sd"):
+        parts = _split_sd(read_state_dict(sd_path), sd_path)
+    with naming(controlnet_path, "--controlnet"):   # both files are what they claim before the long conversion
+        control = read_state_dict(controlnet_path)
+        if any(k.startswith(UNET_PREFIX) for k in control):
+            raise ConversionError("this is a Stable Diffusion checkpoint, not a DiffBIR ControlNet")
+    with naming(sd_path, "--sd"):
+        params = {"unet": convert_unet(parts["unet"], config.unet, "ldm"),
+                  "vae": convert_vae(parts["vae"], config.vae, "ldm"),
+                  "text": convert_text_encoder({TEXT_PREFIX + k: v for k, v in parts["text"].items()}, config.text,
+                                               "sd2")}
+    with naming(controlnet_path, "--controlnet"):
+        params["controlnet"] = convert_controlnet(control, config.controlnet, "ldm")
+    return params
