@@ -187,6 +187,8 @@ def save_image(path: str | os.PathLike, image) -> None:
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[-1] != 3:
         raise JaxirInputError(f"save_image expects HWC RGB, got shape {arr.shape}")
+    if not np.isfinite(arr).all():   # NaN has no 8-bit value: writing it would store arbitrary pixels
+        raise JaxirInputError(f"{path}: the image to save contains NaN or infinite values")
     with atomic.replacing(path) as temp:
         Image.fromarray(to_uint8(arr)).save(temp)
 
