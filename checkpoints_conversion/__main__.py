@@ -155,15 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supir", required=True, help="SUPIR checkpoint (SUPIR-v0Q.ckpt, SUPIR-v0F.ckpt)")
     p.add_argument("--config", help="SUPIR option file (options/SUPIR_v0.yaml format); default: v0 sizes")
     p.set_defaults(func=_supir)
-    from jaxir.models.dinov2 import PRESETS as DINOV2_PRESETS
-
     for name, func, layouts, presets in (
             ("vae", _vae, ("ldm", "diffusers"), ("sd", "sdxl")),
             ("unet", _unet, ("ldm", "diffusers"), ("sd15", "sd21_base", "sdxl_base")),
             ("controlnet", _controlnet, ("ldm", "diffusers"), ("diffbir", "sd15_hint")),
             ("text", _text, ("sd2", "open_clip", "transformers", "sdxl_clip_l", "sdxl_bigg"),
              ("openclip_vit_h", "openai_clip_l", "openclip_bigg")),
-            ("dinov2", _dinov2, ("hub", "timm"), tuple(DINOV2_PRESETS))):
+            ("dinov2", _dinov2, ("hub", "timm"), None)):   # dinov2.preset names an unknown one itself
         p = sub.add_parser(name, help=f"{name} alone")
         p.add_argument("input", help="checkpoint file (.ckpt, .pth, .safetensors, .bin)")
         p.add_argument("--layout", default=layouts[0], choices=layouts)
