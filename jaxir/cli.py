@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from jaxir.data.images import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
 from jaxir.errors import JaxirInputError
 from jaxir.runtime import configure_runtime
 
@@ -46,21 +46,24 @@ def parse_level(spec: str):
 
 
 def _images(args):
-    from jaxir.data import bundled_photos, image_folder
+    """(the images that loaded, (file, error) of those that did not): every file is tried, so all bad ones are
+    reported together (see :mod:`jaxir.study.inputs`)."""
+    from jaxir.data import bundled_photos, read_folder
 
     if args.images:
-        return list(image_folder(args.images, alpha=args.alpha))
-    return bundled_photos(args.photos.split(",") if args.photos else None)
+        return read_folder(args.images, alpha=args.alpha, max_pixels=args.max_pixels)
+    return bundled_photos(args.photos.split(",") if args.photos else None), []
 
 
 def cmd_study(args) -> int:
     from jaxir.restorers import registered
     from jaxir.study.plots import plot_metrics_vs_level, plot_perception_distortion
+    from jaxir.study.inputs import screen_images
     from jaxir.study.report import write_report
     from jaxir.study.runner import StudyConfig, run_study
 
     levels = tuple(parse_level(s) for s in args.levels.split(","))
-    images = _images(args)
+    records, failures = _images(args)
     all_restorers = registered()
     wanted = args.restorers.split(",") if args.restorers else list(all_restorers)
     unknown = [n for n in wanted if n not in all_restorers]
@@ -71,13 +74,17 @@ def cmd_study(args) -> int:
     for name, reason in unavailable.items():
         print(f"restorer {name} unavailable: {reason}", file=sys.stderr)
     restorers = [all_restorers[n] for n in wanted if n not in unavailable]
+    crop_multiple = StudyConfig(images=(), levels=levels).crop_multiple
+    images, skipped = screen_images(records, failures, levels, crop_multiple, skip=args.skip_bad_images)
+    for bad in skipped:
+        print(f"skipped {bad}", file=sys.stderr)
     config = StudyConfig(images=tuple(r.name for r in images), levels=levels,
                          restorers=tuple(r.name for r in restorers), seed=args.seed)
     out = Path(args.out)
     rows = run_study(config, images, restorers, out, save_images=args.save_images, progress=not args.quiet)
     labels = [d.label for d in levels]
     plots = [plot_metrics_vs_level(out, rows, labels), plot_perception_distortion(out, rows, labels)]
-    report = write_report(out, rows, config.to_json(), labels, unavailable, plots)
+    report = write_report(out, rows, config.to_json(), labels, unavailable, plots, skipped)
     print(f"{len(rows)} cells in {out / 'results.csv'}; report {report}")
     return 0
 
@@ -199,14 +206,21 @@ def cmd_restore(args) -> int:
     import jax.numpy as jnp
     from tqdm import tqdm
 
-    from jaxir.data import image_folder, load_image, save_image
+    from jaxir.data import load_image, read_folder, save_image
 
     degradation = parse_level(args.level)
     source = Path(args.input)
     if source.is_dir():
-        images = [(r.name, r.image) for r in image_folder(source, alpha=args.alpha)]
+        records, failures = read_folder(source, alpha=args.alpha, max_pixels=args.max_pixels)
+        if failures and not args.skip_bad_images:
+            raise JaxirInputError(f"{len(failures)} images cannot be read, nothing was restored: "
+                                  f"{'; '.join(str(err) for _, err in failures)}. Fix or remove them, or pass "
+                                  "--skip-bad-images")
+        for _, err in failures:
+            print(f"skipped {err}", file=sys.stderr)
+        images = [(r.name, r.image) for r in records]
     else:
-        images = [(source.stem, load_image(source, alpha=args.alpha))]
+        images = [(source.stem, load_image(source, alpha=args.alpha, max_pixels=args.max_pixels))]
     restore = _restorer_function(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,10 +230,7 @@ def cmd_restore(args) -> int:
         if target.exists() and not args.overwrite:
             continue   # resumable: finished images are kept
         restored = restore(jnp.asarray(image)[None], degradation, index)[0]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.stem}.partial.png")
-        save_image(partial, restored)
-        os.replace(partial, target)   # an interrupted write never looks finished
+        save_image(target, restored)   # atomic: an interrupted write never looks finished
         done += 1
     print(f"restored {done} of {len(images)} images into {out}")
     return 0
@@ -317,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--restorers", help="comma-separated restorers (default: all registered)")
     study.add_argument("--seed", type=int, default=0)
     study.add_argument("--save-images", action="store_true", help="also write every restored image as PNG")
+    study.add_argument("--skip-bad-images", action="store_true",
+                       help="leave out images that cannot be read or are too small for a metric at some level, and "
+                            "list them in the report (default: stop before computing anything, listing them all)")
     study.add_argument("--quiet", action="store_true", help="no progress bar")
     study.set_defaults(func=cmd_study)
     restore = sub.add_parser("restore", help="restore an image or a folder of degraded images")
@@ -342,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             restore.add_argument(*names, dest=field, type=kind, help=text + " (SUPIR)")
     restore.add_argument("--overwrite", action="store_true", help="redo images already in --out")
+    restore.add_argument("--skip-bad-images", action="store_true",
+                         help="restore the readable images of a folder and list the others (default: stop before "
+                              "restoring anything, listing them all)")
     restore.add_argument("--quiet", action="store_true", help="no progress bar")
     restore.set_defaults(func=cmd_restore)
     trainer = sub.add_parser("train", help="train jaxir's small models (resumable in --out)")
@@ -390,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--seed", type=int, default=0)
     trainer.add_argument("--quiet", action="store_true")
     trainer.set_defaults(func=cmd_train)
+    for command in (study, restore):
+        command.add_argument("--max-pixels", type=int, metavar="N",
+                             help=f"refuse image files of more than N pixels (default ${MAX_PIXELS_ENV} or "
+                                  f"{DEFAULT_MAX_PIXELS}; a header can claim any size)")
     listing = sub.add_parser("restorers", help="list restorers and whether they can run")
     listing.set_defaults(func=cmd_restorers)
     return parser
@@ -402,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except JaxirInputError as err:
         print(f"jaxir: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:   # the file system refused (a full disk, an --out that is a file, no permission)
+        print(f"jaxir: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("jaxir: interrupted; finished cells are saved, run the same command to resume", file=sys.stderr)

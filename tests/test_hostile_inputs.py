@@ -134,8 +134,9 @@ def test_read_folder_reads_past_every_bad_file(tmp_path):
     good = converted_files(tmp_path)
     records, failures = read_folder(tmp_path)
     assert sorted(r.name + pathlib.Path(r.source).suffix for r in records) == sorted(good)
-    assert sorted(pathlib.Path(str(f).split(":")[0]).name for f in failures) == sorted(reasons)
-    assert all(isinstance(f, ImageLoadError) for f in failures)
+    assert sorted(path.name for path, _ in failures) == sorted(reasons)
+    for path, err in failures:
+        assert isinstance(err, ImageLoadError) and str(err).startswith(f"{path}: ") and reasons[path.name] in str(err)
 
 
 # ------------------------------------------------------------------------------------------------ arrays, metrics

@@ -35,9 +35,9 @@ def image_folder(folder: str | os.PathLike, alpha: str = "error", max_pixels: in
 
 
 def read_folder(folder: str | os.PathLike, alpha: str = "error", max_pixels: int | None = None
-                ) -> tuple[list[ImageRecord], list[ImageLoadError]]:
+                ) -> tuple[list[ImageRecord], list[tuple[Path, ImageLoadError]]]:
     """Every image under ``folder`` like :func:`image_folder`, reading on past the files that fail, so one
-    bad file does not hide the others: (the images that loaded, one error naming each file that did not)."""
+    bad file does not hide the others: (the images that loaded, (file, its error) for each one that did not)."""
     root = Path(folder)
     records, failures = [], []
     for path in list_images(root):
@@ -45,7 +45,7 @@ def read_folder(folder: str | os.PathLike, alpha: str = "error", max_pixels: int
             records.append(ImageRecord(_name(path, root), load_image(path, alpha=alpha, max_pixels=max_pixels),
                                        str(path)))
         except ImageLoadError as err:
-            failures.append(err)
+            failures.append((path, err))
     return records, failures
 
 

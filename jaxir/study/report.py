@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jaxir import atomic
 from jaxir.study.summary import level_order, mean_table, restorer_order
 
 REPORT_FILE = "report.md"
@@ -14,7 +15,9 @@ def _fmt(value: float, digits: int) -> str:
 
 
 def write_report(out: Path, rows: list[dict], config_json: dict, level_labels: list[str],
-                 unavailable: dict[str, str], plots: list[str]) -> Path:
+                 unavailable: dict[str, str], plots: list[str], skipped=()) -> Path:
+    """Write ``report.md`` (atomically); ``skipped``: the images left out, as
+    :func:`jaxir.study.inputs.screen_images` returns them."""
     levels = level_order(rows, level_labels)
     restorers = restorer_order(rows)
     table = mean_table(rows)
@@ -41,9 +44,13 @@ def write_report(out: Path, rows: list[dict], config_json: dict, level_labels: l
         lines += ["## Restorers not run", ""]
         lines += [f"- **{name}**: {reason}" for name, reason in unavailable.items()]
         lines.append("")
+    if skipped:
+        lines += ["## Images skipped", "", "Left out before any cell ran (`--skip-bad-images`):", ""]
+        lines += [f"- `{bad.source}`: {bad.reason}" for bad in skipped]
+        lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += ["Per-image values: `results.csv`.", ""]
     path = out / REPORT_FILE
-    path.write_text("\n".join(lines), encoding="utf-8")
+    atomic.write_text(path, "\n".join(lines))
     return path

@@ -21,12 +21,14 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from jaxir import atomic
 from jaxir.data.images import ImageRecord, crop_to_multiple, save_image
 from jaxir.degradations.pipeline import Degradation, study_levels
 from jaxir.errors import JaxirInputError
 from jaxir.metrics import niqe, psnr, ssim
 from jaxir.metrics.color import quantize_uint8
 from jaxir.restorers.base import Restorer
+from jaxir.study.inputs import crop_border, screen_images
 from jaxir.study.results import ResultsWriter, cell_key, read_results
 
 RESULTS_FILE = "results.csv"
@@ -58,15 +60,24 @@ def _cell_key(seed: int, level: Degradation, image: str) -> jax.Array:
 
 
 def _check_config(out: Path, config: StudyConfig) -> None:
+    """Refuse a folder holding a study of other settings; record these settings (atomically). A damaged
+    ``study.json`` cannot say which settings the finished cells used, so it is refused with what to delete."""
     path = out / CONFIG_FILE
     wanted = config.to_json()
     if path.exists():
-        stored = json.loads(path.read_text())
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:   # cut, emptied, not UTF-8
+            raise JaxirInputError(f"{path} is damaged ({type(err).__name__}), so the settings of the cells in {out} "
+                                  f"are unknown: delete {path} to keep those cells if they were computed with these "
+                                  f"settings, or use another --out (or delete {out}) to start over") from None
+        if not isinstance(stored, dict):
+            raise JaxirInputError(f"{path} is not a study record; delete it, or use another --out")
         comparable = {k: stored.get(k) for k in ("levels", "seed", "crop_multiple", "metrics")}
         if comparable != {k: wanted[k] for k in comparable}:
             raise JaxirInputError(f"{out} holds a study with other settings (levels, seed or metrics); "
                                   "use another --out, or delete it to start over")
-    path.write_text(json.dumps(wanted, indent=2, ensure_ascii=False))
+    atomic.write_json(path, wanted)
 
 
 def evaluate_cell(gt: np.ndarray, level: Degradation, restorer: Restorer, key: jax.Array) -> tuple[dict, np.ndarray]:
@@ -78,7 +89,7 @@ def evaluate_cell(gt: np.ndarray, level: Degradation, restorer: Restorer, key: j
         raise JaxirInputError(f"restorer {restorer.name!r} returned {out.shape[1:3]} for a {gt.shape[:2]} image")
     out = to_8bit(out)
     seconds = time.perf_counter() - start
-    border = int(round(level.scale)) if level.scale > 1 else 0
+    border = crop_border(level)
     return {**score(out, gt[None], border), "seconds": seconds}, out[0]
 
 
@@ -102,11 +113,15 @@ def plan_cells(config: StudyConfig, restorers: Sequence[Restorer]):
 
 def run_study(config: StudyConfig, images: Sequence[ImageRecord], restorers: Sequence[Restorer], out: Path,
               save_images: bool = False, progress: bool = True) -> list[dict]:
-    """Run every missing cell, appending to ``out/results.csv``; returns all rows (old and new)."""
+    """Run every missing cell, adding to ``out/results.csv``; returns all rows (old and new). Images too small
+    for a level are refused before anything is computed (:mod:`jaxir.study.inputs`). A cell is done when its
+    row and, with ``save_images``, its image exist: the image is written first, both atomically."""
+    screen_images(images, [], config.levels, config.crop_multiple)
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, config)
     results_path = out / RESULTS_FILE
-    rows = read_results(results_path)
+    rows = [r for r in read_results(results_path)
+            if not save_images or image_path(out, r["level"], r["restorer"], r["image"]).is_file()]
     done = {cell_key(r) for r in rows}
     cells = [c for c in plan_cells(config, restorers)
              if (images[c[0]].name, c[1].label, c[2].name) not in done]
@@ -123,13 +138,18 @@ def run_study(config: StudyConfig, images: Sequence[ImageRecord], restorers: Seq
                    "blur_sigma": float(level.blur_sigma), "noise": float(level.noise),
                    "retention": level.retention, "restorer": restorer.name, "family": restorer.family,
                    "height": gt.shape[0], "width": gt.shape[1], **metrics}
+            if save_images:
+                save_image(image_path(out, level.label, restorer.name, record.name), restored)
             writer.write(row)
             rows.append(row)
-            if save_images:
-                save_image(out / "images" / _slug(level.label) / restorer.name / f"{_slug(record.name)}.png", restored)
     finally:
         writer.close()
     return rows
+
+
+def image_path(out: Path, level: str, restorer: str, image: str) -> Path:
+    """Where ``save_images`` puts the restored image of a cell."""
+    return out / "images" / _slug(level) / restorer / f"{_slug(image)}.png"
 
 
 def _slug(text: str) -> str:
