@@ -10,8 +10,6 @@ from __future__ import annotations
 import pathlib
 import pickle
 import shutil
-import struct
-import zlib
 
 import jax
 import numpy as np
@@ -24,70 +22,13 @@ from checkpoints_conversion.__main__ import main as convert_main
 from checkpoints_conversion.errors import ConversionError
 from checkpoints_conversion.sources import read_state_dict
 from conftest import DIFFBIR_FIXTURES
+from hostile_corpus import bomb_png, broken_files, converted_files, rgb_noise
 from jaxir import atomic, checkpoints
 from jaxir.data import load_image, read_folder, save_image
 from jaxir.data.images import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
 from jaxir.errors import ImageLoadError, JaxirInputError
 from jaxir.metrics import niqe, psnr, ssim
 from jaxir.models.restorer_cnn import ResidualCNNConfig
-
-
-# ---------------------------------------------------------------------------------------------- the image corpus
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb_png(path: pathlib.Path, side: int = 100_000) -> pathlib.Path:
-    """A 60-byte PNG whose header claims side × side RGB pixels (10¹⁰ by default: 120 GB as float32)."""
-    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(b"\0"))
-                     + _png_chunk(b"IEND", b""))
-    return path
-
-
-def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def broken_files(folder: pathlib.Path) -> dict[str, str]:
-    """{file name: what the error must say} for files that are not usable images."""
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_rgb(64, 64)).save(folder / "whole.png")
-    data = (folder / "whole.png").read_bytes()
-    (folder / "whole.png").unlink()
-    (folder / "truncated.png").write_bytes(data[: len(data) // 2])
-    (folder / "zero.png").write_bytes(b"")
-    (folder / "fake.png").write_text("this is a text file with a .png name\n")
-    bomb_png(folder / "bomb.png")
-    alpha = np.dstack([_rgb(32, 32), np.full((32, 32), 10, np.uint8)])
-    Image.fromarray(alpha, mode="RGBA").save(folder / "transparent.png")
-    return {"truncated.png": "not a readable image", "zero.png": "not a readable image",
-            "fake.png": "not a readable image", "bomb.png": "100000x100000 pixels is more than the limit",
-            "transparent.png": "transparent pixels"}
-
-
-def converted_files(folder: pathlib.Path) -> dict[str, np.ndarray]:
-    """{file name: the float32 RGB image load_image must return} for the documented conversions."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rgb, expected = _rgb(24, 20, seed=1), {}
-    gray = rgb[..., 0]
-    Image.fromarray(gray, mode="L").save(folder / "gray.png")
-    expected["gray.png"] = np.repeat(gray[..., None] / 255.0, 3, -1)
-    gray16 = (np.arange(24 * 20, dtype=np.uint16).reshape(24, 20) * 137).astype(np.uint16)
-    Image.fromarray(gray16).save(folder / "gray16.png")
-    expected["gray16.png"] = np.repeat(gray16[..., None] / 65535.0, 3, -1)
-    palette = Image.fromarray(rgb).quantize(16)
-    palette.save(folder / "palette.png")
-    expected["palette.png"] = np.asarray(palette.convert("RGB")) / 255.0
-    Image.fromarray(np.dstack([rgb, np.full((24, 20), 255, np.uint8)]), mode="RGBA").save(folder / "opaque_rgba.png")
-    expected["opaque_rgba.png"] = rgb / 255.0
-    cmyk = Image.fromarray(rgb).convert("CMYK")
-    cmyk.save(folder / "cmyk.tif")
-    expected["cmyk.tif"] = np.asarray(cmyk.convert("RGB")) / 255.0
-    Image.fromarray(rgb[:1, :1]).save(folder / "one_pixel.png")
-    expected["one_pixel.png"] = rgb[:1, :1] / 255.0
-    return {name: image.astype(np.float32) for name, image in expected.items()}
 
 
 @pytest.mark.parametrize("name", ["truncated.png", "zero.png", "fake.png", "bomb.png", "transparent.png"])
@@ -116,7 +57,7 @@ def test_bomb_header_says_how_to_raise_the_limit_and_the_limit_can_be_raised(tmp
 
 
 def test_bad_pixel_limit_setting_is_a_jaxir_error(tmp_path, monkeypatch):
-    Image.fromarray(_rgb(4, 4)).save(tmp_path / "a.png")
+    Image.fromarray(rgb_noise(4, 4)).save(tmp_path / "a.png")
     monkeypatch.setenv(MAX_PIXELS_ENV, "lots")
     with pytest.raises(JaxirInputError, match=f"{MAX_PIXELS_ENV}='lots' is not a number"):
         load_image(tmp_path / "a.png")

@@ -167,7 +167,7 @@ def load_image(path: str | os.PathLike, alpha: str = "error", max_pixels: int | 
             img.load()
             low = _read_low_bytes(path, low_tiles) if low_tiles else None
             arr = _to_float_rgb(img, alpha, str(path), low)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as err:
         if isinstance(err, ImageLoadError):
             raise
         raise ImageLoadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
