@@ -255,7 +255,8 @@ def _train_restorer(args, config) -> str:
     if args.data != "dead-leaves":
         from jaxir.data.crops import training_images
 
-        images = training_images(args.data, min_size=args.crop, data_dir=args.data_dir, alpha=args.alpha)
+        images = training_images(args.data, min_size=args.crop, data_dir=args.data_dir, alpha=args.alpha,
+                                 max_pixels=args.max_pixels)
     path = train_restorer(args.task, args.out, model_config=model, train_config=config, data=data, seed=args.seed,
                           dead_leaves=dead_leaves, images=images, progress=not args.quiet, command=_train_command())
     return f"trained restorer written to {path}"
@@ -407,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--seed", type=int, default=0)
     trainer.add_argument("--quiet", action="store_true")
     trainer.set_defaults(func=cmd_train)
-    for command in (study, restore):
+    for command in (study, restore, trainer):
         command.add_argument("--max-pixels", type=int, metavar="N",
                              help=f"refuse image files of more than N pixels (default ${MAX_PIXELS_ENV} or "
                                   f"{DEFAULT_MAX_PIXELS}; a header can claim any size)")

@@ -265,3 +265,45 @@ def test_study_json_cut_at_every_byte_is_refused_with_what_to_delete(tmp_path, c
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"jaxir: error: {path} is damaged") and "\n" not in err
+
+
+# ------------------------------------------------------------------------------------------------ training runs
+
+def _train(out: pathlib.Path, steps: int):
+    import jax.numpy as jnp
+
+    from jaxir.train.loop import TrainConfig, train
+
+    config = TrainConfig(steps=steps, log_every=1, checkpoint_every=1, eval_every=1)
+    return train(lambda p, batch: (p["w"] ** 2).sum(), {"w": jnp.ones(2)}, lambda step: None, config, out,
+                 progress=False)
+
+
+def test_training_log_line_cut_by_a_kill_is_dropped_on_resume(tmp_path):
+    _train(tmp_path, 2)
+    log = tmp_path / "log.jsonl"
+    data = log.read_bytes()
+    log.write_bytes(data[:-5])   # the last record cut mid-line
+    _train(tmp_path, 3)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 3]
+
+
+def test_damaged_training_checkpoint_is_refused_with_what_to_delete(tmp_path):
+    _train(tmp_path, 2)
+    metadata = tmp_path / "last" / "2" / "default" / "_METADATA"
+    metadata.write_bytes(metadata.read_bytes()[:10])
+    with pytest.raises(JaxirInputError, match=rf"{tmp_path / 'last' / '2'}: the checkpoint to resume from is "
+                                              rf"damaged .*delete {tmp_path / 'last' / '2'} to resume"):
+        _train(tmp_path, 3)
+
+
+def test_training_folder_names_every_unreadable_image_at_once(tmp_path):
+    from jaxir.data.crops import training_images
+
+    folder = tmp_path / "train"
+    reasons = broken_files(folder)
+    Image.fromarray(rgb_noise(32, 32)).save(folder / "fine.png")
+    with pytest.raises(JaxirInputError, match=rf"{len(reasons)} unreadable images") as err:
+        training_images(str(folder), min_size=16)
+    assert all(f"{folder / name}: " in str(err.value) for name in reasons)
