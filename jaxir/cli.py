@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxir: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:   # the file system refused (a full disk, an --out that is a file, no permission)
-        print(f"jaxir: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
+        print(f"jaxir: error: {f'{err.filename}: ' if err.filename else ''}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("jaxir: interrupted; finished cells are saved, run the same command to resume", file=sys.stderr)

@@ -120,7 +120,7 @@ def _to_float_rgb(img: Image.Image, alpha: str, origin: str, low: np.ndarray | N
     return arr.astype(np.float32)
 
 
-def max_pixels_limit(max_pixels: int | None = None) -> int:
+def _pixel_limit(max_pixels: int | None = None) -> int:
     """The pixel limit in force: ``max_pixels`` if given, else ``$JAXIR_MAX_PIXELS``, else the default."""
     if max_pixels is None:
         text = os.environ.get(MAX_PIXELS_ENV)
@@ -152,7 +152,7 @@ def load_image(path: str | os.PathLike, alpha: str = "error", max_pixels: int | 
     docstring). Every failure caused by the file is an :class:`ImageLoadError` naming it."""
     if alpha not in ALPHA_MODES:
         raise JaxirInputError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
-    limit = max_pixels_limit(max_pixels)
+    limit = _pixel_limit(max_pixels)
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"{path}: no such file")
