@@ -307,3 +307,19 @@ def test_training_folder_names_every_unreadable_image_at_once(tmp_path):
     with pytest.raises(JaxirInputError, match=rf"{len(reasons)} unreadable images") as err:
         training_images(str(folder), min_size=16)
     assert all(f"{folder / name}: " in str(err.value) for name in reasons)
+
+
+def test_cli_out_that_is_a_file_and_a_damaged_single_input_are_one_line(tmp_path, capsys):
+    images = tmp_path / "photos"
+    images.mkdir()
+    Image.fromarray(rgb_noise(SIZE, SIZE)).save(images / "a.png")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    assert main(["study", "--images", str(images), "--levels", "blur2", "--restorers", "bicubic", "--out",
+                 str(tmp_path / "taken"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"jaxir: error: {tmp_path / 'taken'}: ") and "\n" not in err
+    (tmp_path / "cut.png").write_bytes((images / "a.png").read_bytes()[:100])
+    assert main(["restore", str(tmp_path / "cut.png"), "--out", str(tmp_path / "o"), "--restorer", "bicubic",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"jaxir: error: {tmp_path / 'cut.png'}: not a readable image") and "\n" not in err
