@@ -147,16 +147,24 @@ def read_config(path: str | os.PathLike):
         raise JaxirInputError(f"{config_file}: {err}; {REDO}") from None
 
 
+def verify(path: str | os.PathLike) -> None:
+    """Check, without reading any parameter, that ``path`` is a whole checkpoint: a valid ``config.json`` and every
+    file ``files.json`` lists, at its size. Raises the one-line :class:`JaxirInputError` that ``load`` would, so a
+    run can refuse a damaged model before it starts computing."""
+    read_config(path)
+    _check_param_files(Path(path))
+
+
 def load(path: str | os.PathLike, dtype=jnp.float32):
     """``(model, params)`` of any jaxir checkpoint directory; float parameters cast to ``dtype``. A damaged
     directory is a :class:`JaxirInputError` naming it (see the module docstring)."""
     import orbax.checkpoint as ocp
 
     path = Path(path).absolute()
+    verify(path)
     kind_name, config = read_config(path)
     kind = _kind(kind_name)
     shapes = kind.param_shapes(config)
-    _check_param_files(path)
     try:
         stored = ocp.StandardCheckpointer().restore(path / PARAMS_DIR)
     except (ValueError, OSError) as err:   # orbax metadata or tensorstore data missing, cut or garbled

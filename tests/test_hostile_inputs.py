@@ -277,6 +277,8 @@ def test_damaged_checkpoint_directory_is_one_line_naming_it(tmp_path, tiny_check
     with pytest.raises(JaxirInputError, match=message) as err:
         jaxir.load(damaged)
     assert str(damaged) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(JaxirInputError, match=message):   # found without reading a parameter
+        checkpoints.verify(damaged)
     assert "convert or copy the checkpoint again" in str(err.value) or "unknown model kind" in str(err.value)
 
 
