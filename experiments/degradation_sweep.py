@@ -10,7 +10,8 @@ fig2_metrics_vs_degradation.png. Interrupt at will; rerunning resumes.
 
 import sys
 
-from jaxir.cli import DEFAULT_LEVELS, main
+from jaxir.cli import main
+from jaxir.degradations import DEFAULT_LEVELS
 
 if __name__ == "__main__":
     args = sys.argv[1:]

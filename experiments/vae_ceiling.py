@@ -12,8 +12,9 @@ import sys
 
 from jaxir.data import bundled_photos
 from jaxir.restorers.cldm import checkpoint_name, supir_checkpoint_name
-from jaxir.restorers.learned import checkpoint_path
-from jaxir.restorers.trained import CLDM, WEIGHTS
+from jaxir.weights import checkpoint_path
+from jaxir.restorers.trained import CLDM
+from jaxir.weights import SHIPPED as WEIGHTS
 from jaxir.study.ceiling import ceiling_markdown, ceiling_table
 
 

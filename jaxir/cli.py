@@ -13,37 +13,9 @@ import sys
 from pathlib import Path
 
 from jaxir.data.images import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
+from jaxir.degradations.levels import DEFAULT_LEVELS
 from jaxir.errors import JaxirInputError
 from jaxir.runtime import configure_runtime
-
-DEFAULT_LEVELS = "sr2,sr4,blur1,blur2,blur4,blur8,blur20"
-
-
-def parse_level(spec: str):
-    """``sr4``, ``blur2``, ``noise0.05``, ``jpeg30``, ``torch`` (PyTorch resize) joined by ``+``, e.g.
-    ``blur2+sr4+noise0.02`` → a :class:`Degradation`."""
-    from jaxir.degradations.pipeline import Degradation
-
-    fields: dict = {}
-    for part in spec.strip().lower().split("+"):
-        for prefix, field, cast in (("sr", "scale", float), ("blur", "blur_sigma", float),
-                                    ("noise", "noise", float), ("jpeg", "jpeg_quality", int)):
-            if part.startswith(prefix):
-                try:
-                    fields[field] = cast(part[len(prefix):])
-                except ValueError:
-                    raise JaxirInputError(f"bad degradation level {spec!r}: cannot read {part!r}") from None
-                break
-        else:
-            if part == "torch":
-                fields["resize"] = "torch"
-            else:
-                raise JaxirInputError(f"bad degradation level {spec!r}: unknown part {part!r} "
-                                      "(use srN, blurS, noiseB, jpegQ, torch joined by '+')")
-    if "scale" in fields and fields["scale"] == int(fields["scale"]):
-        fields["scale"] = int(fields["scale"])
-    return Degradation(**fields)
-
 
 def _images(args):
     """(the images that loaded, (file, error) of those that did not): every file is tried, so all bad ones are
@@ -56,36 +28,16 @@ def _images(args):
 
 
 def cmd_study(args) -> int:
-    from jaxir.restorers import registered
-    from jaxir.study.plots import plot_metrics_vs_level, plot_perception_distortion
-    from jaxir.study.inputs import screen_images
-    from jaxir.study.report import write_report
-    from jaxir.study.runner import StudyConfig, run_study
+    from jaxir.degradations.levels import parse_levels
+    from jaxir.settings import parse_assignments
+    from jaxir.study.main import run_main_study
 
-    levels = tuple(parse_level(s) for s in args.levels.split(","))
     records, failures = _images(args)
-    all_restorers = registered()
-    wanted = args.restorers.split(",") if args.restorers else list(all_restorers)
-    unknown = [n for n in wanted if n not in all_restorers]
-    if unknown:
-        raise JaxirInputError(f"unknown restorers {unknown}; registered: {', '.join(all_restorers)}")
-    reasons = {n: all_restorers[n].unavailable_reason() for n in wanted}
-    unavailable = {n: reason for n, reason in reasons.items() if reason}
-    for name, reason in unavailable.items():
-        print(f"restorer {name} unavailable: {reason}", file=sys.stderr)
-    restorers = [all_restorers[n] for n in wanted if n not in unavailable]
-    crop_multiple = StudyConfig(images=(), levels=levels).crop_multiple
-    images, skipped = screen_images(records, failures, levels, crop_multiple, skip=args.skip_bad_images)
-    for bad in skipped:
-        print(f"skipped {bad}", file=sys.stderr)
-    config = StudyConfig(images=tuple(r.name for r in images), levels=levels,
-                         restorers=tuple(r.name for r in restorers), seed=args.seed)
-    out = Path(args.out)
-    rows = run_study(config, images, restorers, out, save_images=args.save_images, progress=not args.quiet)
-    labels = [d.label for d in levels]
-    plots = [plot_metrics_vs_level(out, rows, labels), plot_perception_distortion(out, rows, labels)]
-    report = write_report(out, rows, config.to_json(), labels, unavailable, plots, skipped)
-    print(f"{len(rows)} cells in {out / 'results.csv'}; report {report}")
+    run, report = run_main_study(Path(args.out), records, parse_levels(args.levels),
+                                 args.restorers.split(",") if args.restorers else None, seed=args.seed,
+                                 assignments=parse_assignments(args.set), save_images=args.save_images,
+                                 progress=not args.quiet, failures=failures, skip_bad_images=args.skip_bad_images)
+    print(f"{len(run.rows)} cells in {Path(args.out) / 'results.csv'}; report {report}")
     return 0
 
 
@@ -96,110 +48,72 @@ def cmd_restorers(args) -> int:
         reason = r.unavailable_reason()
         status = "ready" if reason is None else f"unavailable: {reason}"
         print(f"{name:12s} {r.family:10s} tasks={','.join(r.tasks):28s} {status}\n{'':12s} {r.description}")
+        if args.settings:
+            values = ", ".join(f"{k}={v!r}" for k, v in r.settings_json().items()) or "none"
+            print(f"{'':12s} settings: {values}")
     return 0
 
 
-# jaxir restore options that set DiffBIRSettings fields (CLDM restorers only): (flag, field, type, help)
-CLDM_OPTIONS = (
-    ("--sampler", "sampler", str, "spaced, ddim, edm_euler, edm_dpm++_2m, edm_dpm++_3m_sde"),
-    ("--steps", "steps", int, "sampling steps"),
-    ("--cfg-scale", "cfg_scale", float, "classifier-free guidance scale (1: no guidance; SUPIR: the scale at "
+# jaxir restore's named settings (flag, setting, type, help): each sets the restorer setting of that name (or the
+# name the restorer aliases it to); `--set NAME=VALUE` reaches any other. A restorer without the setting refuses it.
+NAMED_SETTINGS = (
+    (("--checkpoint",), "checkpoint", str, "checkpoint directory or name (default: the restorer's own)"),
+    (("--stage1",), "stage1", str, "stage-1 restorer for every task (DiffBIR family)"),
+    (("--sampler",), "sampler", str, "spaced, ddim, edm_euler, edm_dpm++_2m, edm_dpm++_3m_sde"),
+    (("--steps",), "steps", int, "sampling steps"),
+    (("--cfg-scale",), "cfg_scale", float, "classifier-free guidance scale (1: no guidance; SUPIR: the scale at "
      "sigma 0, --s_cfg)"),
-    ("--strength", "strength", float, "control strength (scale of every ControlNet output)"),
-    ("--pos-prompt", "pos_prompt", str, "prompt (SUPIR: the additive prompt, --a_prompt)"),
-    ("--neg-prompt", "neg_prompt", str, "negative prompt"),
-    ("--t-start", "t_start", int, "start from the condition latent noised to this timestep (starting noise level)"),
-    ("--s-churn", "s_churn", float, "EDM Euler churn"),
-    ("--s-tmin", "s_tmin", float, "EDM Euler churn from this sigma"),
-    ("--s-tmax", "s_tmax", float, "EDM Euler churn up to this sigma"),
-    ("--s-noise", "s_noise", float, "EDM noise multiplier"),
-    ("--eta", "eta", float, "DDIM / DPM++ SDE eta"),
-    ("--guidance-space", "guidance_space", str, "restoration guidance (spaced sampler): latent or rgb"),
-    ("--guidance-loss", "guidance_loss", str, "restoration guidance loss: mse or w_mse"),
-    ("--guidance-scale", "guidance_scale", float, "restoration guidance scale"),
-    ("--guidance-t-start", "guidance_t_start", float, "guidance active while t + 1 < this"),
-    ("--guidance-t-stop", "guidance_t_stop", float, "guidance active while t + 1 > this"),
-    ("--guidance-repeat", "guidance_repeat", int, "guidance gradient steps per sampling step"),
-    ("--min-short-edge", "min_short_edge", int, "resize the condition's short side up to this (0: never; SUPIR: "
+    (("--strength",), "strength", float, "control strength (scale of every ControlNet output)"),
+    (("--pos-prompt",), "pos_prompt", str, "prompt (SUPIR: the additive prompt, --a_prompt)"),
+    (("--neg-prompt",), "neg_prompt", str, "negative prompt"),
+    (("--t-start",), "t_start", int, "start from the condition latent noised to this timestep (starting noise level)"),
+    (("--s-churn",), "s_churn", float, "EDM Euler churn"),
+    (("--s-tmin",), "s_tmin", float, "EDM Euler churn from this sigma"),
+    (("--s-tmax",), "s_tmax", float, "EDM Euler churn up to this sigma"),
+    (("--s-noise",), "s_noise", float, "EDM noise multiplier"),
+    (("--eta",), "eta", float, "DDIM / DPM++ SDE eta"),
+    (("--guidance-space",), "guidance_space", str, "restoration guidance (spaced sampler): latent or rgb"),
+    (("--guidance-loss",), "guidance_loss", str, "restoration guidance loss: mse or w_mse"),
+    (("--guidance-scale",), "guidance_scale", float, "restoration guidance scale"),
+    (("--guidance-t-start",), "guidance_t_start", float, "guidance active while t + 1 < this"),
+    (("--guidance-t-stop",), "guidance_t_stop", float, "guidance active while t + 1 > this"),
+    (("--guidance-repeat",), "guidance_repeat", int, "guidance gradient steps per sampling step"),
+    (("--min-short-edge",), "min_short_edge", int, "resize the condition's short side up to this (0: never; SUPIR: "
      "--min_size)"),
-    ("--color-fix", "color_fix", str, "wavelet, adain or none"),
-    ("--latent-tile", "latent_tile", int, "tiled sampling: tile size in pixels (multiple of 64; SUPIR: of 8, "
+    (("--color-fix",), "color_fix", str, "wavelet, adain or none"),
+    (("--latent-tile",), "latent_tile", int, "tiled sampling: tile size in pixels (multiple of 64; SUPIR: of 8, "
      "1024 = SUPIR's 128 latent pixels)"),
-    ("--latent-tile-stride", "latent_tile_stride", int, "tiled sampling: stride in pixels (SUPIR default: half "
+    (("--latent-tile-stride",), "latent_tile_stride", int, "tiled sampling: stride in pixels (SUPIR default: half "
      "the tile)"),
-    ("--vae-tile", "vae_tile", int, "tiled VAE: tile size in pixels (multiple of 64)"),
-)
-# the CLDM options SUPIR takes, and the SUPIRSettings field (or supir_pipeline argument) each sets
-SUPIR_FROM_CLDM = {"steps": "steps", "cfg_scale": "cfg_scale", "pos_prompt": "a_prompt", "neg_prompt": "n_prompt",
-                   "s_churn": "s_churn", "s_noise": "s_noise", "min_short_edge": "min_size", "color_fix": "color_fix",
-                   "latent_tile": "latent_tile", "latent_tile_stride": "latent_tile_stride", "vae_tile": "vae_tile"}
-# SUPIR-only options (SUPIRSettings fields): (flags, field, type, help); type None: a --x / --no-x switch
-SUPIR_OPTIONS = (
+    (("--vae-tile",), "vae_tile", int, "tiled VAE: tile size in pixels (multiple of 64)"),
+    (("--rescale-cfg",), "rescale_cfg", None, "DiffBIR's rescaled CFG schedule"),
+    (("--start-from-condition",), "start_from_condition", None,
+     "start from the noised condition latent instead of pure noise"),
     (("--restoration-scale",), "restoration_scale", float,
-     "restoration-guided sampling towards the stage-1 latent (--s_stage1; <= 0: off)"),
-    (("--control-scale", "--s-stage2"), "control_scale", float, "control scale (--s_stage2)"),
-    (("--linear-cfg",), "use_linear_cfg", None, "CFG linear in sigma from --cfg-scale-start (--linear_CFG)"),
-    (("--cfg-scale-start",), "cfg_scale_start", float, "linear CFG: the scale at sigma_max (--spt_linear_CFG)"),
+     "SUPIR: restoration-guided sampling towards the stage-1 latent (--s_stage1; <= 0: off)"),
+    (("--control-scale", "--s-stage2"), "control_scale", float, "SUPIR: control scale (--s_stage2)"),
+    (("--linear-cfg",), "use_linear_cfg", None, "SUPIR: CFG linear in sigma from --cfg-scale-start (--linear_CFG)"),
+    (("--cfg-scale-start",), "cfg_scale_start", float, "SUPIR linear CFG: the scale at sigma_max (--spt_linear_CFG)"),
     (("--linear-control-scale",), "use_linear_control_scale", None,
-     "control scale linear in sigma from --control-scale-start (--linear_s_stage2)"),
+     "SUPIR: control scale linear in sigma from --control-scale-start (--linear_s_stage2)"),
     (("--control-scale-start",), "control_scale_start", float,
-     "linear control scale: the scale at sigma_max (--spt_linear_s_stage2)"),
-    (("--prompt",), "prompt", str, "caption put before --pos-prompt (SUPIR gets it from LLaVA)"),
+     "SUPIR linear control scale: the scale at sigma_max (--spt_linear_s_stage2)"),
+    (("--prompt",), "prompt", str, "SUPIR: caption put before --pos-prompt (SUPIR gets it from LLaVA)"),
 )
 
 
-def _restorer_function(args):
-    """The restore function of ``args.restorer``: a DiffBIR or SUPIR pipeline with the CLDM options, or a
-    registered restorer (which takes no CLDM options). An option the chosen restorer does not take is an error."""
-    import jax
-
+def _configured_restorer(args):
+    """``args.restorer`` with the named settings and ``--set`` applied, checked usable."""
     from jaxir.restorers import get
+    from jaxir.settings import parse_assignments
 
-    overrides = {field: getattr(args, field) for _, field, _, _ in CLDM_OPTIONS if getattr(args, field) is not None}
-    overrides.update({k: True for k in ("rescale_cfg", "start_from_condition") if getattr(args, k)})
-    supir_options = {field: getattr(args, field) for _, field, _, _ in SUPIR_OPTIONS
-                     if getattr(args, field) is not None}
-    flags = {field: flag for flag, field, _, _ in CLDM_OPTIONS}
-    flags.update({field: names[0] for names, field, _, _ in SUPIR_OPTIONS})
-    flags.update(rescale_cfg="--rescale-cfg", start_from_condition="--start-from-condition", stage1="--stage1")
-    if args.stage1:
-        get(args.stage1)   # an unknown name fails here, with the registered ones listed
-        overrides["stage1"] = tuple((task, args.stage1) for task in ("sr", "deblur", "denoise", "dejpeg", "identity"))
-    restorer = get(args.restorer)
-    if restorer.family != "cldm":
-        if overrides or supir_options:
-            raise JaxirInputError(f"{', '.join(sorted({**overrides, **supir_options}))}: sampler options apply to "
-                                  "CLDM restorers only")
-        reason = restorer.unavailable_reason()
-        if reason:
-            raise JaxirInputError(f"restorer {restorer.name} unavailable: {reason}")
-        return lambda lq, degradation, index: restorer.restore(lq, degradation)
-    from jaxir.restorers.cldm import SUPIR, diffbir_pipeline, supir_pipeline
-
-    is_supir = args.restorer in {r.name for r in SUPIR.values()}
-    if is_supir:
-        wrong = [flags[f] for f in overrides if f not in SUPIR_FROM_CLDM]
-        if wrong:
-            raise JaxirInputError(f"{', '.join(wrong)}: not options of {restorer.name} (SUPIR takes "
-                                  f"{', '.join(flags[f] for f in SUPIR_FROM_CLDM)} and the SUPIR options)")
-    elif supir_options:
-        raise JaxirInputError(f"{', '.join(flags[f] for f in supir_options)}: SUPIR options, not options of "
-                              f"{restorer.name}")
-    if args.checkpoint is None and restorer.unavailable_reason():
-        raise JaxirInputError(f"restorer {restorer.name} unavailable: {restorer.unavailable_reason()}")
-    if restorer.name == "jaxir_cldm":
-        from jaxir.restorers.trained import cldm_pipeline
-
-        pipeline = cldm_pipeline(args.checkpoint, seed=args.seed, **overrides)
-    elif is_supir:
-        supir_overrides = {SUPIR_FROM_CLDM[f]: value for f, value in overrides.items()}
-        pipeline = supir_pipeline(args.restorer.removeprefix("supir_"), args.checkpoint, seed=args.seed,
-                                  **supir_overrides, **supir_options)
-    else:
-        pipeline = diffbir_pipeline(args.restorer.removeprefix("diffbir_"), args.checkpoint, seed=args.seed,
-                                    **overrides)
-    key = jax.random.key(args.seed)
-    return lambda lq, degradation, index: pipeline(lq, degradation, key, sample_ids=[index])
+    overrides = {name: getattr(args, name) for _, name, _, _ in NAMED_SETTINGS if getattr(args, name) is not None}
+    overrides.update(parse_assignments(args.set))
+    restorer = get(args.restorer).configure(**overrides)
+    reason = restorer.unavailable_reason()
+    if reason:
+        raise JaxirInputError(f"restorer {restorer.name} unavailable: {reason}")
+    return restorer
 
 
 def cmd_restore(args) -> int:
@@ -207,6 +121,10 @@ def cmd_restore(args) -> int:
     from tqdm import tqdm
 
     from jaxir.data import load_image, read_folder, save_image
+
+    import jax
+
+    from jaxir.degradations.levels import parse_level
 
     degradation = parse_level(args.level)
     source = Path(args.input)
@@ -221,7 +139,8 @@ def cmd_restore(args) -> int:
         images = [(r.name, r.image) for r in records]
     else:
         images = [(source.stem, load_image(source, alpha=args.alpha, max_pixels=args.max_pixels))]
-    restore = _restorer_function(args)
+    restorer = _configured_restorer(args)
+    key = jax.random.key(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     done = 0
@@ -229,7 +148,7 @@ def cmd_restore(args) -> int:
         target = out / f"{name}.png"
         if target.exists() and not args.overwrite:
             continue   # resumable: finished images are kept
-        restored = restore(jnp.asarray(image)[None], degradation, index)[0]
+        restored = restorer.restore(jnp.asarray(image)[None], degradation, key, [index])[0]
         save_image(target, restored)   # atomic: an interrupted write never looks finished
         done += 1
     print(f"restored {done} of {len(images)} images into {out}")
@@ -327,7 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--levels", default=DEFAULT_LEVELS, help=f"comma-separated levels (default {DEFAULT_LEVELS}); "
                        "each is srN, blurS, noiseB, jpegQ or a '+' combination")
     study.add_argument("--restorers", help="comma-separated restorers (default: all registered)")
-    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--seed", type=int, default=0, help="cell keys: fold_in(fold_in(key(seed), crc32(level)), "
+                       "crc32(image))")
+    study.add_argument("--set", action="append", metavar="[RESTORER:]NAME=VALUE",
+                       help="a restorer setting (e.g. t_start=400, diffbir_v2:steps=20); NAME alone applies to every "
+                            "restorer that has it; repeatable (see `jaxir restorers --settings`)")
     study.add_argument("--save-images", action="store_true", help="also write every restored image as PNG")
     study.add_argument("--skip-bad-images", action="store_true",
                        help="leave out images that cannot be read or are too small for a metric at some level, and "
@@ -341,21 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="registered restorer (see `jaxir restorers`; default: jaxir's shipped jaxir_cnn)")
     restore.add_argument("--level", default="sr4", help="the degradation the inputs went through (as in study "
                          "levels: srN, blurS, noiseB, jpegQ joined by '+'); sets the output scale and the task")
-    restore.add_argument("--checkpoint", help="CLDM checkpoint directory (default: the restorer's named one)")
-    restore.add_argument("--stage1", help="CLDM stage-1 restorer for every task (default: the version's own)")
-    restore.add_argument("--seed", type=int, default=0, help="CLDM noise: image i uses fold_in(key(seed), i)")
+    restore.add_argument("--seed", type=int, default=0, help="image i is sample i of key(seed): it draws from "
+                         "fold_in(key(seed), i)")
     restore.add_argument("--alpha", default="error", choices=("error", "drop", "white", "black"))
-    restore.add_argument("--rescale-cfg", action="store_true", help="DiffBIR's rescaled CFG schedule")
-    restore.add_argument("--start-from-condition", action="store_true",
-                         help="start from the noised condition latent instead of pure noise")
-    for flag, field, kind, text in CLDM_OPTIONS:
-        restore.add_argument(flag, dest=field, type=kind, help=text + " (CLDM restorers)")
-    for names, field, kind, text in SUPIR_OPTIONS:
+    for names, name, kind, text in NAMED_SETTINGS:
         if kind is None:
-            restore.add_argument(*names, dest=field, action=argparse.BooleanOptionalAction, default=None,
-                                 help=text + " (SUPIR)")
+            restore.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            restore.add_argument(*names, dest=field, type=kind, help=text + " (SUPIR)")
+            restore.add_argument(*names, dest=name, type=kind, help=text)
+    restore.add_argument("--set", action="append", metavar="NAME=VALUE",
+                         help="any setting of the restorer (see `jaxir restorers --settings`); repeatable")
     restore.add_argument("--overwrite", action="store_true", help="redo images already in --out")
     restore.add_argument("--skip-bad-images", action="store_true",
                          help="restore the readable images of a folder and list the others (default: stop before "
@@ -413,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                              help=f"refuse image files of more than N pixels (default ${MAX_PIXELS_ENV} or "
                                   f"{DEFAULT_MAX_PIXELS}; a header can claim any size)")
     listing = sub.add_parser("restorers", help="list restorers and whether they can run")
+    listing.add_argument("--settings", action="store_true", help="also print every restorer's settings (defaults)")
     listing.set_defaults(func=cmd_restorers)
     return parser
 

@@ -232,13 +232,21 @@ def test_noise_determinism_and_key_dependence():
 
 
 def test_noise_per_sample_independent_of_batch():
+    """What is guaranteed: a sample's noise is bit-identical whatever batch it is drawn in (it comes from its own
+    key, ``fold_in(key, sample_id)``); the deterministic arithmetic around it (blur, resize) is equal to float
+    rounding only — XLA may vectorise a batch of 3 differently from a batch of 1 (one ulp, 6e-8, seen on an AMD
+    EPYC with the CLI's XLA flag)."""
     d, x, key = MAIN, jnp.asarray(_main_batch()), jax.random.key(3)
+    noise = np.asarray(gaussian_noise(key, jnp.zeros_like(x), 1.0))
+    for i in range(3):
+        alone = np.asarray(gaussian_noise(key, jnp.zeros_like(x[i:i + 1]), 1.0, sample_ids=[i]))
+        assert np.array_equal(alone[0], noise[i])
     batch = np.asarray(d(x, key))
     for i in range(3):
         alone = np.asarray(d(x[i:i + 1], key, sample_ids=[i]))
-        assert np.array_equal(alone[0], batch[i])
+        np.testing.assert_allclose(alone[0], batch[i], rtol=0, atol=1e-6)
     # HWC input with a sample id equals the batched sample too
-    assert np.array_equal(np.asarray(d(x[2], key, sample_ids=[2])), batch[2])
+    np.testing.assert_allclose(np.asarray(d(x[2], key, sample_ids=[2])), batch[2], rtol=0, atol=1e-6)
     # and sample_ids really select the stream: sample 0 degraded as id 1 equals neither
     shifted = np.asarray(d(x[:1], key, sample_ids=[1]))[0]
     assert not np.array_equal(shifted, batch[0])

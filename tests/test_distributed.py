@@ -27,9 +27,9 @@ model, params = jaxir.load(sys.argv[3])
 settings = DiffBIRSettings.preset("v2", steps=2, min_short_edge=0, cfg_scale=1.0)
 lq = np.random.default_rng(3).random((3, 40, 48, 3)).astype(np.float32)
 mesh = parallel.data_mesh()
-sharded = np.asarray(DiffBIR(model, params, settings, stage1=lambda x, d: x, mesh=mesh)(
+sharded = np.asarray(DiffBIR(model, params, settings, stage1=lambda x, *_: x, mesh=mesh)(
     lq, Degradation(blur_sigma=1.0), jax.random.key(5)))
-local = np.asarray(DiffBIR(model, params, settings, stage1=lambda x, d: x)(
+local = np.asarray(DiffBIR(model, params, settings, stage1=lambda x, *_: x)(
     lq, Degradation(blur_sigma=1.0), jax.random.key(5)))
 print(json.dumps({"devices": jax.device_count(), "mesh": int(mesh.devices.size), "shape": list(sharded.shape),
                   "max_abs": float(np.abs(sharded - local).max())}))

@@ -47,8 +47,8 @@ def counted(monkeypatch):
     return calls
 
 
-def _study(out: pathlib.Path, save_images: bool = False):
-    return run_study(CONFIG, RECORDS, [get("bicubic")], out, save_images=save_images, progress=False)
+def _study(out: pathlib.Path, save_images: bool = False) -> list[dict]:
+    return run_study(CONFIG, RECORDS, [get("bicubic")], out, save_images=save_images, progress=False).rows
 
 
 # ------------------------------------------------------------------------------------ up-front checks of images

@@ -125,7 +125,7 @@ def test_pipeline_sampler_matches_diffbir(tiny, name, parameterization, zero_snr
 def _pipeline(tiny, **overrides):
     model, params = tiny
     settings = DiffBIRSettings.preset("v2", steps=2, min_short_edge=0, **overrides)
-    return DiffBIR(model, params, settings, stage1=lambda lq, degradation: lq)
+    return DiffBIR(model, params, settings, stage1=lambda lq, *_: lq)
 
 
 def _photos(n=3, size=(40, 48)):
@@ -198,8 +198,8 @@ assert jax.device_count() == 8, jax.devices()
 model, params = jaxir.load(sys.argv[1])
 settings = DiffBIRSettings.preset("v2", steps=2, min_short_edge=0)
 lq = np.random.default_rng(3).random((3, 40, 48, 3)).astype(np.float32)
-single = DiffBIR(model, params, settings, stage1=lambda x, d: x, mesh=parallel.data_mesh(jax.devices()[:1]))
-sharded = DiffBIR(model, params, settings, stage1=lambda x, d: x, mesh=parallel.data_mesh())
+single = DiffBIR(model, params, settings, stage1=lambda x, *_: x, mesh=parallel.data_mesh(jax.devices()[:1]))
+sharded = DiffBIR(model, params, settings, stage1=lambda x, *_: x, mesh=parallel.data_mesh())
 a = np.asarray(single(lq, Degradation(blur_sigma=1.0), jax.random.key(5)))
 b = np.asarray(sharded(lq, Degradation(blur_sigma=1.0), jax.random.key(5)))
 print(json.dumps({"max_abs": float(np.abs(a - b).max()), "shape": list(b.shape)}))

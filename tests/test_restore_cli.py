@@ -34,7 +34,7 @@ def test_bicubic_folder_and_resume(tmp_path, capsys):
         restored = load_image(out / f"img{i}.png")
         assert restored.shape == (2 * size[0], 2 * size[1], 3)
         lq = jnp.asarray(load_image(folder / f"img{i}.png"))[None]
-        expected = np.clip(np.asarray(get("bicubic").restore(lq, Degradation(scale=2))[0]), 0, 1)
+        expected = np.clip(np.asarray(get("bicubic").restore(lq, Degradation(scale=2), jax.random.key(0))[0]), 0, 1)
         assert np.abs(restored - np.round(expected * 255) / 255).max() <= 1 / 255 + 1e-6
     (out / "img1.png").unlink()
     capsys.readouterr()
@@ -44,7 +44,10 @@ def test_bicubic_folder_and_resume(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--restorer", "bicubic", "--steps", "4"], "sampler options apply to CLDM restorers only"),
+    (["--restorer", "bicubic", "--steps", "4"], "bicubic: unknown setting 'steps'; its settings: none"),
+    (["--restorer", "jaxir_cldm", "--sampler", "euler"], "jaxir_cldm: setting 'sampler' must be one of spaced, ddim"),
+    (["--restorer", "jaxir_cldm", "--set", "steps=many"], "jaxir_cldm: setting 'steps' must be int, got 'many'"),
+    (["--restorer", "jaxir_cldm", "--set", "stepz=3"], "jaxir_cldm: unknown setting 'stepz'; its settings:"),
     (["--restorer", "nope"], "unknown restorer 'nope'"),
     (["--restorer", "diffbir_v2"], "restorer diffbir_v2 unavailable: no checkpoint at"),
     (["--restorer", "bicubic", "--level", "sr4+blurx"], "bad degradation level"),

@@ -26,7 +26,8 @@ from jaxir.checkpoints import load
 from jaxir.errors import JaxirInputError
 from jaxir.models.stripformer import Stripformer, StripformerConfig, param_shapes
 from jaxir.restorers import get as get_restorer
-from jaxir.restorers.stripformer import make_restore, pad_to_multiple
+from jaxir.batches import pad_to_multiple
+from jaxir.restorers.stripformer import make_restore
 
 FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stripformer" / "stripformer.npz"
 needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason=f"Stripformer fixture not found at {FIXTURE}")
@@ -164,7 +165,7 @@ def test_foreign_checkpoint_is_one_line_error(tmp_path, capsys):
 
 def test_pad_to_multiple_reflects_bottom_right():
     x = jnp.arange(5 * 6, dtype=jnp.float32).reshape(1, 5, 6, 1)
-    padded = pad_to_multiple(x)
+    padded = pad_to_multiple(x, 4, mode="reflect")
     assert padded.shape == (1, 8, 8, 1)
     expected = torch.nn.functional.pad(torch.from_numpy(np.array(x)).permute(0, 3, 1, 2), (0, 2, 0, 3), "reflect")
     np.testing.assert_array_equal(np.asarray(padded), expected.permute(0, 2, 3, 1).numpy())

@@ -30,7 +30,7 @@ from jaxir.errors import JaxirInputError
 from jaxir.models import supir
 from jaxir.pipelines import supir as P
 from jaxir.pipelines.colorfix import COLOR_FIXES
-from jaxir.restorers import cldm, get
+from jaxir.restorers import cldm_family, get
 
 STEPS = 3
 DEG = Degradation(scale=2)
@@ -53,7 +53,9 @@ def tiny(tmp_path_factory):
     for name, vocab in (("tokenizer_l", config.clip_l.vocab_size), ("tokenizer_g", config.clip_g.vocab_size)):
         tokenizer = getattr(model, name)
         setattr(model, name, lambda prompts, t=tokenizer, v=vocab: np.asarray(t(prompts)) % v)
-    return tmp_path_factory.mktemp("supir_ckpt"), model, params
+    folder = tmp_path_factory.mktemp("supir_ckpt")
+    (folder / "config.json").write_text("{}")   # what makes a folder a checkpoint to a restorer's availability check
+    return folder, model, params
 
 
 def settings(**overrides) -> P.SUPIRSettings:
@@ -87,8 +89,7 @@ def test_presets_and_settings():
     """test.py / gradio defaults: v0Q = quality (s_cfg 7.5 from 4.0, s_noise 1.003), v0F = fidelity (4.0 from 1.0,
     1.01); everything else shared. SUPIR's colour-fix spellings are accepted; bad values stop with one line."""
     q, f = P.SUPIRSettings.preset("v0Q"), P.SUPIRSettings.preset("v0F")
-    assert (q.steps, q.s_churn, q.restoration_scale, q.control_scale, q.min_size, q.seed) == \
-        (50, 5, -1, 1.0, 1024, 1234)
+    assert (q.steps, q.s_churn, q.restoration_scale, q.control_scale, q.min_size) == (50, 5, -1, 1.0, 1024)
     assert (q.cfg_scale, q.cfg_scale_start, q.s_noise) == (7.5, 4.0, 1.003)
     assert (f.cfg_scale, f.cfg_scale_start, f.s_noise) == (4.0, 1.0, 1.01)
     assert q.use_linear_cfg and not q.use_linear_control_scale and q.control_scale_start == 0.0
@@ -312,10 +313,11 @@ def _folder(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--restorer", "supir_v0Q", "--sampler", "ddim"], "--sampler: not options of supir_v0Q"),
-    (["--restorer", "supir_v0F", "--t-start", "500", "--stage1", "bicubic"], "--t-start, --stage1: not options of"),
-    (["--restorer", "diffbir_v2", "--restoration-scale", "2"], "--restoration-scale: SUPIR options, not options of"),
-    (["--restorer", "bicubic", "--s-stage2", "0.9"], "sampler options apply to CLDM restorers only"),
+    (["--restorer", "supir_v0Q", "--sampler", "ddim"], "supir_v0Q: unknown setting 'sampler'; its settings:"),
+    (["--restorer", "supir_v0F", "--t-start", "500"], "supir_v0F: unknown setting 't_start'"),
+    (["--restorer", "diffbir_v2", "--restoration-scale", "2"], "diffbir_v2: unknown setting 'restoration_scale'"),
+    (["--restorer", "bicubic", "--s-stage2", "0.9"], "bicubic: unknown setting 'control_scale'; its settings: none"),
+    (["--restorer", "supir_v0Q", "--set", "cfg_scale=high"], "supir_v0Q: setting 'cfg_scale' must be float"),
     (["--restorer", "supir_v0Q"], "restorer supir_v0Q unavailable: no checkpoint at"),
     (["--restorer", "supir_v0Q", "--checkpoint", "nowhere", "--color-fix", "sepia"], "color_fix must be wavelet"),
 ])
@@ -340,17 +342,17 @@ def test_cli_options_reach_the_pipeline(tiny, tmp_path, monkeypatch):
             super().__init__(*args, **kwargs)
             seen.append(self.settings)
 
-    monkeypatch.setattr(cldm, "SUPIRPipeline", Spy)
+    monkeypatch.setattr(cldm_family, "SUPIRPipeline", Spy)
     folder, out = _folder(tmp_path), tmp_path / "out"
     assert main(["restore", str(folder), "--out", str(out), "--restorer", "supir_v0F", "--checkpoint", str(ckpt),
                  "--level", "sr2", "--steps", str(STEPS), "--min-short-edge", "64", "--restoration-scale", "4",
                  "--s-stage2", "0.9", "--cfg-scale", "3", "--no-linear-cfg", "--linear-control-scale",
                  "--control-scale-start", "0.5", "--color-fix", "AdaIn", "--prompt", "a cat, ", "--pos-prompt",
                  "sharp", "--seed", "3", "--quiet"]) == 0
-    expected = P.SUPIRSettings.preset("v0F", steps=STEPS, min_size=64, restoration_scale=4.0, control_scale=0.9,
-                                      cfg_scale=3.0, use_linear_cfg=False, use_linear_control_scale=True,
-                                      control_scale_start=0.5, color_fix="adain", prompt="a cat, ", a_prompt="sharp",
-                                      seed=3)
+    expected = cldm_family.SUPIRRestorerSettings.preset(
+        "v0F", steps=STEPS, min_size=64, restoration_scale=4.0, control_scale=0.9, cfg_scale=3.0,
+        use_linear_cfg=False, use_linear_control_scale=True, control_scale_start=0.5, color_fix="adain",
+        prompt="a cat, ", a_prompt="sharp", checkpoint=str(ckpt))
     assert seen == [expected]
     lq = jnp.asarray(load_image(folder / "img0.png"))[None]
     direct = np.asarray(P.SUPIRPipeline(model, params, expected)(lq, DEG, jax.random.key(3), sample_ids=[0]))[0]
@@ -364,8 +366,11 @@ def test_latent_tile_option_is_converted_to_latent_pixels(tiny, monkeypatch):
     the tile unless given; pixels that do not divide by the factor are refused."""
     ckpt, model, params = tiny
     monkeypatch.setattr(checkpoints, "load", lambda path, dtype=None: (model, params))
-    settings = cldm.supir_pipeline("v0Q", ckpt, latent_tile=64).settings
+    def pipeline(**overrides):
+        return cldm_family.supir_pipeline(get("supir_v0Q").configure(checkpoint=str(ckpt), **overrides).settings)
+
+    settings = pipeline(latent_tile=64).settings
     assert (settings.tile_size, settings.tile_stride) == (32, 16)
-    assert cldm.supir_pipeline("v0Q", ckpt, latent_tile=64, latent_tile_stride=24).settings.tile_stride == 12
+    assert pipeline(latent_tile=64, latent_tile_stride=24).settings.tile_stride == 12
     with pytest.raises(JaxirInputError, match="multiples of the VAE factor 2"):
-        cldm.supir_pipeline("v0Q", ckpt, latent_tile=63)
+        pipeline(latent_tile=63)

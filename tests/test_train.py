@@ -186,7 +186,8 @@ def test_shipped_checkpoints_restore_a_photo_better_than_the_baseline(name, degr
     from jaxir.data import bundled_photos
     from jaxir.metrics import psnr
     from jaxir.restorers import get
-    from jaxir.restorers.trained import WEIGHTS, model_for
+    from jaxir.restorers.trained import model_for
+    from jaxir.weights import SHIPPED as WEIGHTS
 
     provenance = json.loads((WEIGHTS / name / "provenance.json").read_text())
     assert provenance["command"].startswith(f"jaxir train --task {degradation}")
@@ -195,8 +196,8 @@ def test_shipped_checkpoints_restore_a_photo_better_than_the_baseline(name, degr
     assert model_for(d) == name
     hq = jnp.asarray(bundled_photos(["coffee"])[0].image[:128, 128:256])[None]
     lq = d(hq, jax.random.key(0))
-    restored = get("jaxir_cnn").restore(lq, d)
-    baseline = get("bicubic").restore(lq, d)
+    restored = get("jaxir_cnn").restore(lq, d, jax.random.key(0))
+    baseline = get("bicubic").restore(lq, d, jax.random.key(0))
     border = int(d.scale) if d.scale > 1 else 0
     ours = float(psnr(restored, hq, crop_border=border, y_channel=True)[0])
     reference = float(psnr(jnp.clip(baseline, 0, 1), hq, crop_border=border, y_channel=True)[0])
@@ -220,17 +221,17 @@ def test_shipped_checkpoints_beat_the_classical_baseline_on_retina(degradation):
     hq = jnp.asarray(bundled_photos(["retina"])[0].image[:1408, :1408])[None]
     lq = d(hq, jax.random.key(0))
     border = int(d.scale) if d.scale > 1 else 0
-    scores = [float(psnr(to_8bit(get(name).restore(lq, d)), hq, crop_border=border, y_channel=True)[0])
+    scores = [float(psnr(to_8bit(get(name).restore(lq, d, jax.random.key(0))), hq, crop_border=border, y_channel=True)[0])
               for name in ("jaxir_cnn", "wiener" if d.task == "deblur" else "bicubic")]
     assert scores[0] > scores[1] + 1.0, scores
 
 
 def test_shipped_restorer_takes_only_what_it_was_trained_for():
-    from jaxir.cli import parse_level
+    from jaxir.degradations import parse_level
     from jaxir.restorers import get
 
     restorer = get("jaxir_cnn")
     assert [restorer.handles(parse_level(s)) for s in ("sr2", "sr4", "blur2", "sr3", "blur1", "blur2+noise0.01")] \
         == [True, True, True, False, False, False]
     with pytest.raises(JaxirInputError, match="no model for blur σ=1"):
-        restorer.restore(jnp.zeros((1, 16, 16, 3)), parse_level("blur1"))
+        restorer.restore(jnp.zeros((1, 16, 16, 3)), parse_level("blur1"), jax.random.key(0))

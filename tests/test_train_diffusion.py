@@ -152,7 +152,7 @@ def test_trained_cldm_runs_in_the_diffbir_pipeline(tiny_cldm):
 
     model, params = jaxir.load(tiny_cldm[3])
     settings = DiffBIRSettings.preset("jaxir", steps=3, vae_tile=0)
-    pipe = DiffBIR(model, params, settings, stage1=lambda lq, d: imresize(lq, scale=d.scale))
+    pipe = DiffBIR(model, params, settings, stage1=lambda lq, d, *_: imresize(lq, scale=d.scale))
     assert (pipe.factor, pipe.pad_multiple) == (2, 4)
     lq = jax.random.uniform(jax.random.key(2), (1, 10, 9, 3))
     a = pipe(lq, Degradation(scale=2), jax.random.key(0))
@@ -230,7 +230,8 @@ def test_shipped_cldm_restores_a_photo():
     from jaxir.data import bundled_photos
     from jaxir.metrics import psnr
     from jaxir.restorers import get
-    from jaxir.restorers.trained import CLDM, WEIGHTS
+    from jaxir.restorers.trained import CLDM
+    from jaxir.weights import SHIPPED as WEIGHTS
     from jaxir.train.restorer import TASKS
 
     provenance = json.loads((WEIGHTS / CLDM / "provenance.json").read_text())
@@ -240,8 +241,10 @@ def test_shipped_cldm_restores_a_photo():
     hq = jnp.asarray(bundled_photos(["coffee"])[0].image[:128, 128:256])[None]
     lq = d(hq, jax.random.key(0))
     restorer = get("jaxir_cldm")
-    a, b = restorer.restore(lq, d), restorer.restore(lq, d)
+    a, b = restorer.restore(lq, d, jax.random.key(1)), restorer.restore(lq, d, jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    other = restorer.restore(lq, d, jax.random.key(2))   # the key reaches the diffusion noise
+    assert float(jnp.abs(other - a).max()) > 1e-3
     assert a.shape == hq.shape and float(a.min()) >= 0 and float(a.max()) <= 1
     quantised = jnp.round(a * 255) / 255
     assert 27.5 < float(psnr(quantised, hq, crop_border=2, y_channel=True)[0]) < 37.0

@@ -50,7 +50,7 @@ class AlignmentModel:
 
 def alignment_checkpoint(preset: str = DEFAULT_PRESET) -> Path:
     """Where the converted weights of ``preset`` are looked up: ``checkpoints_home() / f"dinov2_{preset}"``."""
-    from jaxir.restorers.learned import checkpoints_home
+    from jaxir.weights import checkpoints_home
 
     dinov2_preset(preset)
     return checkpoints_home() / f"dinov2_{preset}"

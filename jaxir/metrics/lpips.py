@@ -12,7 +12,7 @@ Zhang et al., "The Unreasonable Effectiveness of Deep Features as a Perceptual M
 
 The networks are a jaxir checkpoint of kind ``lpips`` (torchvision's ImageNet backbone + the ``lpips`` linear
 weights), made by ``python -m checkpoints_conversion lpips`` and looked up as ``lpips_<net>`` under
-:func:`jaxir.restorers.learned.checkpoints_home`. Computed in float32 with full-precision convolutions
+:func:`jaxir.weights.checkpoints_home`. Computed in float32 with full-precision convolutions
 (``jax.default_matmul_precision("highest")``), so values do not depend on an accelerator's TF32/bf16 default.
 """
 
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jaxir.checkpoints import load, read_config
 from jaxir.errors import JaxirInputError
 from jaxir.models.lpips_backbones import ARCHITECTURES, LPIPSConfig, LPIPSNetwork, min_input_size
-from jaxir.restorers.learned import checkpoints_home
+from jaxir.weights import checkpoints_home
 from jaxir.validation import as_rgb_batch, require_min_size
 
 SHIFT = (-0.030, -0.088, -0.188)   # lpips.ScalingLayer

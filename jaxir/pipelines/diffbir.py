@@ -35,8 +35,9 @@ from jaxir.degradations.resize import resize_torch
 from jaxir.diffusion import samplers
 from jaxir.diffusion import schedule as S
 from jaxir.errors import JaxirInputError
+from jaxir.batches import check_images, clean_size, pad_to_multiple
 from jaxir.pipelines.colorfix import COLOR_FIXES
-from jaxir.pipelines.sampling import (SamplerSpec, Conditions, sample_latent, sampler_values, start_latent)
+from jaxir.pipelines.sampling import SAMPLERS, Conditions, SamplerSpec, sample_latent, sampler_values, start_latent
 from jaxir.tiling import tiled_apply
 
 LATENT_FACTOR = 8            # SD's VAE; other models use their own (``pad_multiple``)
@@ -60,8 +61,8 @@ class DiffBIRSettings:
 
     stage1: tuple[tuple[str, str], ...] = (("sr", "bsrnet"), ("denoise", "scunet"), ("deblur", "bsrnet"))
     zero_snr: bool = False
-    parameterization: str = "eps"
-    sampler: str = "spaced"
+    parameterization: str = dataclasses.field(default="eps", metadata={"choices": ("eps", "v")})
+    sampler: str = dataclasses.field(default="spaced", metadata={"choices": SAMPLERS})
     steps: int = 50
     cfg_scale: float = 4.0
     rescale_cfg: bool = False
@@ -75,19 +76,18 @@ class DiffBIRSettings:
     s_tmax: float = 300.0
     s_noise: float = 1.0
     eta: float = 1.0
-    guidance_space: str | None = None
-    guidance_loss: str = "w_mse"
+    guidance_space: str | None = dataclasses.field(default=None, metadata={"choices": (None, "latent", "rgb")})
+    guidance_loss: str = dataclasses.field(default="w_mse", metadata={"choices": ("mse", "w_mse")})
     guidance_scale: float = 0.0
     guidance_t_start: float = 1001.0
     guidance_t_stop: float = -1.0
     guidance_repeat: int = 1
     min_short_edge: int = MIN_SHORT_EDGE
-    color_fix: str = "wavelet"
+    color_fix: str = dataclasses.field(default="wavelet", metadata={"choices": tuple(COLOR_FIXES)})
     latent_tile: int = 0          # pixels (DiffBIR's cldm_tile_size, a multiple of the pad multiple); 0 = untiled
     latent_tile_stride: int = 256
     vae_tile: int = 0             # pixels; 0 = untiled
     vae_tile_overlap: int = 64
-    seed: int = 0
 
     @classmethod
     def preset(cls, version: str, **overrides) -> DiffBIRSettings:
@@ -173,12 +173,6 @@ def pad_multiple(config) -> int:
     return config.vae.downsample_factor * 2 ** (len(config.unet.channel_mult) - 1)
 
 
-def pad_bottom_right(x: jax.Array, multiple: int) -> jax.Array:
-    """Zero padding of NHWC ``x`` at the bottom/right to a multiple of ``multiple`` (DiffBIR ``pad_to_multiples_of``)."""
-    h, w = x.shape[1:3]
-    return jnp.pad(x, ((0, 0), (0, -h % multiple), (0, -w % multiple), (0, 0)))
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _encode(model, params, image):
     return model.net.apply({"params": params}, image, method="encode_condition")
@@ -189,22 +183,14 @@ def _decode(model, params, z):
     return model.net.apply({"params": params}, z, method="decode")
 
 
-def _check_images(lq) -> jax.Array:
-    lq = jnp.asarray(lq, jnp.float32)
-    if lq.ndim != 4 or lq.shape[-1] != 3:
-        raise JaxirInputError(f"expected an NHWC RGB batch, got shape {lq.shape}")
-    if not bool(jnp.all(jnp.isfinite(lq))):
-        raise JaxirInputError("the input holds NaN or infinite values")
-    return lq
-
-
 class DiffBIR:
     """A converted DiffBIR ControlLDM (``jaxir.load`` of a ``diffbir_cldm`` checkpoint) run as the restoration
-    pipeline of the module docstring. ``stage1``: a callable ``(lq, degradation) → image`` or ``None`` to use
-    the registered restorer that ``settings`` names for the degradation's task. ``mesh``: a
+    pipeline of the module docstring. ``stage1``: the stage-1 restorer, a callable ``(lq, degradation, key,
+    sample_ids) → image at the clean size`` (the restorer interface; the registered ``diffbir_*`` restorers pass
+    the restorers that ``settings.stage1`` names). ``mesh``: a
     :func:`jaxir.parallel.data_mesh` to shard batches over (parameters are replicated on it)."""
 
-    def __init__(self, model, params, settings: DiffBIRSettings, stage1: Callable | None = None, mesh=None):
+    def __init__(self, model, params, settings: DiffBIRSettings, stage1: Callable, mesh=None):
         if settings.parameterization not in ("eps", "v"):
             raise JaxirInputError(f"parameterization must be 'eps' or 'v', got {settings.parameterization!r}")
         self.model, self.settings, self.mesh = model, settings, mesh
@@ -223,18 +209,9 @@ class DiffBIR:
             self._prompts[prompt] = self.model.encode_text(self.params, [prompt])
         return self._prompts[prompt]
 
-    def condition_image(self, lq, degradation: Degradation) -> jax.Array:
+    def condition_image(self, lq, degradation: Degradation, key: jax.Array, sample_ids) -> jax.Array:
         """Stage 1 (eq. 3) at the clean size, then DiffBIR's short-edge rule (steps 1–2)."""
-        if self.stage1 is not None:
-            restored = self.stage1(lq, degradation)
-        else:
-            from jaxir.restorers import get
-
-            restorer = get(self.settings.stage1_for(degradation.task))
-            reason = restorer.unavailable_reason()
-            if reason:
-                raise JaxirInputError(f"stage-1 restorer {restorer.name} unavailable: {reason}")
-            restored = restorer.restore(lq, degradation)
+        restored = self.stage1(lq, degradation, key, sample_ids)
         restored = jnp.clip(jnp.asarray(restored, jnp.float32), 0.0, 1.0)
         h, w = restored.shape[1:3]
         if self.settings.min_short_edge and min(h, w) < self.settings.min_short_edge:
@@ -271,7 +248,7 @@ class DiffBIR:
             size = parallel.padded_size(n, self.mesh)
             cond_img = parallel.shard_batch(parallel.pad_batch(cond_img, size), self.mesh)
             sample_ids = np.concatenate([sample_ids, np.repeat(sample_ids[-1:], size - n)])
-        padded = pad_bottom_right(cond_img, self.pad_multiple)
+        padded = pad_to_multiple(cond_img, self.pad_multiple)
         c_img = self.encode(padded)
         b = c_img.shape[0]
         spec, values = self._spec, self._values
@@ -290,13 +267,14 @@ class DiffBIR:
             return image
         return image, jnp.stack([self.decode(x0[:, :lh, :lw])[:n, :h, :w] for x0 in x0s])
 
-    def __call__(self, lq, degradation: Degradation, key: jax.Array | None = None,
+    def __call__(self, lq, degradation: Degradation, key: jax.Array,
                  sample_ids: Sequence[int] | None = None) -> jax.Array:
-        """The restored batch at the clean size, in [0, 1]. ``key`` defaults to ``key(settings.seed)``."""
-        lq = _check_images(lq)
-        key = jax.random.key(self.settings.seed) if key is None else key
-        out_size = (round(lq.shape[1] * degradation.scale), round(lq.shape[2] * degradation.scale))
-        cond_img = self.condition_image(lq, degradation)
+        """The restored batch at the clean size, in [0, 1]; sample b draws from ``fold_in(key, sample_ids[b])``
+        (default ids ``0..B−1``)."""
+        lq = check_images(lq)
+        sample_ids = np.arange(lq.shape[0]) if sample_ids is None else np.asarray(sample_ids)
+        out_size = clean_size(lq.shape[1], lq.shape[2], degradation)
+        cond_img = self.condition_image(lq, degradation, key, sample_ids)
         restored = self.restore_condition(cond_img, key, sample_ids)
         if restored.shape[1:3] != out_size:
             restored = resize_torch(restored, size=out_size, mode="bicubic_aa")

@@ -58,9 +58,9 @@ from jaxir.degradations.noise import per_sample_keys
 from jaxir.degradations.pipeline import Degradation
 from jaxir.degradations.resize import resize_torch, torch_weights
 from jaxir.diffusion import restore_edm
+from jaxir.batches import check_images, clean_size
 from jaxir.errors import JaxirInputError
 from jaxir.pipelines.colorfix import COLOR_FIXES
-from jaxir.pipelines.diffbir import _check_images
 from jaxir.tiling import tile_starts, tiled_apply
 
 # test.py's --a_prompt / --n_prompt
@@ -90,7 +90,8 @@ class SUPIRSettings:
     accepted); ``min_size`` [min_size]; ``size_multiple`` (64 in test.py); ``pil_resize`` (resize the input as
     PIL does on 8-bit images, :func:`pil_bicubic`; False: one float pass of the same filter);
     ``tile_size``/``tile_stride`` tiled sampling in latent pixels (0: untiled);
-    ``vae_tile``/``vae_tile_overlap`` tiled VAE in pixels (0: untiled); ``seed`` [seed] for ``key=None``."""
+    ``vae_tile``/``vae_tile_overlap`` tiled VAE in pixels (0: untiled). SUPIR's ``seed`` is the key the pipeline
+    is called with."""
 
     steps: int = 50
     restoration_scale: float = -1.0
@@ -113,7 +114,6 @@ class SUPIRSettings:
     tile_stride: int = 64
     vae_tile: int = 0
     vae_tile_overlap: int = 64
-    seed: int = 1234
 
     @classmethod
     def preset(cls, version: str, **overrides) -> SUPIRSettings:
@@ -397,13 +397,12 @@ class SUPIRPipeline:
         z = self.sample(init, steps, x_center, cond, uncond)
         return _color_fix(self.settings.color_fix, self.decode(z), x_stage1)[:n]
 
-    def __call__(self, lq, degradation: Degradation, key: jax.Array | None = None,
+    def __call__(self, lq, degradation: Degradation, key: jax.Array,
                  sample_ids: Sequence[int] | None = None) -> jax.Array:
-        """The restored batch at the clean size (``lq`` size × ``degradation.scale``), in [0, 1]. ``key`` defaults
-        to ``key(settings.seed)``; sample b uses ``fold_in(key, sample_ids[b])`` (default ``arange(B)``)."""
-        lq = _check_images(lq)
-        key = jax.random.key(self.settings.seed) if key is None else key
-        out_size = (round(lq.shape[1] * degradation.scale), round(lq.shape[2] * degradation.scale))
+        """The restored batch at the clean size (``lq`` size × ``degradation.scale``), in [0, 1]; sample b uses
+        ``fold_in(key, sample_ids[b])`` (default ``arange(B)``)."""
+        lq = check_images(lq)
+        out_size = clean_size(lq.shape[1], lq.shape[2], degradation)
         restored = self.restore_image(self.sampling_image(lq, degradation.scale), key, sample_ids)
         if restored.shape[1:3] == out_size:
             return jnp.clip(restored, 0.0, 1.0)

@@ -1,47 +1,138 @@
-"""The restorer interface the study and ``jaxir restore`` are built on.
+"""The restorer interface the study, ``jaxir restore`` and the experiments are built on.
 
-A restorer is a named function from a degraded batch (float32 NHWC in [0, 1]) and the :class:`Degradation`
-that produced it to a restored batch of the clean image's size (``lq_size × scale``), plus metadata.
-Non-blind baselines (Wiener) read the known kernel from the degradation; blind ones ignore it.
+A restorer is called as ``restorer.restore(lq, degradation, key, sample_ids)``: a degraded batch (float32 NHWC in
+[0, 1]), the :class:`Degradation` that produced it, the PRNG key of the work at hand and the samples' ids; it
+returns the restored batch at the clean image's size (``lq_size × scale``). Sample b draws every random number it
+needs from ``fold_in(key, sample_ids[b])`` (default ids ``0..B−1``), so its result depends on its own key and id
+only; deterministic restorers ignore the key. Non-blind baselines (Wiener) read the known kernel from the
+degradation; blind ones ignore it.
 
-Learned restorers and CLDMs plug in by registering a :class:`Restorer` whose ``check`` says whether its
-weights are present: an unavailable restorer is listed with the reason (which file to convert and how) and
-skipped by the study, never a crash or a silent omission.
+Settings: every restorer carries a frozen settings dataclass (:class:`NoSettings` when it has none).
+``restorer.configure(t_start=400, steps=20)`` returns a new restorer with those settings, checked by
+:func:`jaxir.settings.override` (an unknown or ill-typed setting is a one-line error naming it and what it
+accepts). ``build(settings)`` makes the restore function; it runs when the settings change, and weights
+load through :func:`load_checkpoint`, once per checkpoint, so restorers that differ only in sampler settings share
+their parameters and compiled programs. Each restorer keeps the build of the settings it last ran with.
+
+A restorer whose weights are missing is *unavailable*: ``unavailable_reason()`` says which file to convert and
+how; the study lists it with that reason and skips it, never a crash or a silent omission.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
+from jaxir import cost, settings as settings_lib
 from jaxir.degradations.pipeline import Degradation
 from jaxir.errors import JaxirInputError
+from jaxir.weights import checkpoint_path
 
-RestoreFn = Callable[[jax.Array, Degradation], jax.Array]
+# (LQ NHWC, degradation, key, sample ids) → HQ NHWC
+RestoreFn = Callable[[jax.Array, Degradation, jax.Array, np.ndarray], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class NoSettings:
+    """The settings of a restorer that has none."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Restorer:
-    """name: unique key; restore: (LQ NHWC, degradation) → HQ NHWC; tasks: the Degradation.task values it
-    handles; family: "classical", "learned" or "cldm"; check: returns None when usable, else the reason;
-    accepts: an optional narrower test of the degradations it is meant for (e.g. the blur it was trained on)."""
+    """name: unique key; build: settings → restore function; tasks: the ``Degradation.task`` values it handles;
+    family: "classical", "learned" or "cldm"; settings: its frozen settings; check: settings → None when usable,
+    else the reason; accepts: an optional narrower test of the degradations it is meant for (e.g. the blur it was
+    trained on); aliases: generic setting names (the CLI's named flags) → this restorer's field names."""
 
     name: str
-    restore: RestoreFn
+    build: Callable[[Any], RestoreFn]
     tasks: tuple[str, ...]
     family: str
     description: str
+    settings: Any = NoSettings()
     uses_known_degradation: bool = False
-    check: Callable[[], str | None] = lambda: None
+    check: Callable[[Any], str | None] = lambda settings: None
     accepts: Callable[[Degradation], bool] | None = None
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    def restore(self, lq, degradation: Degradation, key: jax.Array,
+                sample_ids: Sequence[int] | None = None) -> jax.Array:
+        """The restored batch; see the module docstring."""
+        lq = jnp.asarray(lq, jnp.float32)
+        if lq.ndim != 4 or lq.shape[-1] != 3:
+            raise JaxirInputError(f"{self.name}: expected an NHWC RGB batch, got shape {lq.shape}")
+        ids = np.arange(lq.shape[0]) if sample_ids is None else np.asarray(sample_ids)
+        if ids.shape != (lq.shape[0],):
+            raise JaxirInputError(f"{self.name}: {len(ids)} sample ids for a batch of {lq.shape[0]}")
+        return _built(self).restore(lq, degradation, key, ids)
+
+    def configure(self, **overrides) -> Restorer:
+        """A new restorer with ``overrides`` applied to its settings (see :func:`jaxir.settings.override`)."""
+        if not overrides:
+            return self
+        return dataclasses.replace(self, settings=settings_lib.override(self.name, self.settings, overrides,
+                                                                         dict(self.aliases)))
+
+    def setting_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.settings)) + tuple(a for a, _ in self.aliases)
+
+    def settings_json(self) -> dict:
+        return settings_lib.to_json(self.settings)
 
     def handles(self, degradation: Degradation) -> bool:
         return degradation.task in self.tasks and (self.accepts is None or self.accepts(degradation))
 
     def unavailable_reason(self) -> str | None:
-        return self.check()
+        return self.check(self.settings)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Built:
+    build: Callable
+    settings: Any
+    restore: RestoreFn
+
+
+_BUILT: dict[str, _Built] = {}
+
+
+def _built(restorer: Restorer) -> _Built:
+    """The restore function of ``restorer``'s current settings. Each restorer keeps the function of the settings
+    it last ran with (a sweep over settings replaces it; the old one is released before the new one is built, so
+    two large pipelines are never held at once); weights stay shared through :func:`load_checkpoint`."""
+    entry = _BUILT.get(restorer.name)
+    if entry is None or entry.build is not restorer.build or entry.settings != restorer.settings:
+        _BUILT.pop(restorer.name, None)
+        entry = _Built(restorer.build, restorer.settings, restorer.build(restorer.settings))
+        _BUILT[restorer.name] = entry
+    return entry
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str):
+    from jaxir.checkpoints import load
+
+    start = time.perf_counter()
+    loaded = load(path)
+    cost.record_load(time.perf_counter() - start)
+    return loaded
+
+
+def load_checkpoint(name_or_path) -> tuple[Any, Any]:
+    """``jaxir.load`` of a checkpoint name or path, once per path (restorers with other settings share it)."""
+    return _load(str(checkpoint_path(name_or_path).resolve()))
+
+
+def deterministic(fn: Callable[[jax.Array, Degradation], jax.Array]) -> RestoreFn:
+    """A restore function for a restorer that draws no random numbers: ``fn(lq, degradation)``."""
+    return lambda lq, degradation, key, sample_ids: fn(lq, degradation)
 
 
 _REGISTRY: dict[str, Restorer] = {}
@@ -62,3 +153,24 @@ def get(name: str) -> Restorer:
     if name not in _REGISTRY:
         raise JaxirInputError(f"unknown restorer {name!r}; registered: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
+
+
+def configure_all(restorers: Sequence[Restorer], assignments: dict[str, object]) -> list[Restorer]:
+    """``restorers`` with ``assignments`` applied: ``NAME`` applies to every restorer that has that setting (at
+    least one must), ``RESTORER:NAME`` to that restorer only (it must be among ``restorers``)."""
+    by_name = {r.name: r for r in restorers}
+    changes: dict[str, dict[str, object]] = {r.name: {} for r in restorers}
+    for target, value in assignments.items():
+        owner, sep, setting = target.rpartition(":")
+        if sep:
+            if owner not in by_name:
+                raise JaxirInputError(f"--set {target}: restorer {owner!r} is not in this run "
+                                      f"({', '.join(by_name) or 'none'})")
+            changes[owner][setting] = value
+            continue
+        takers = [r.name for r in restorers if setting in r.setting_names()]
+        if not takers:
+            raise JaxirInputError(f"--set {target}: no restorer of this run has a setting {setting!r}")
+        for name in takers:
+            changes[name][setting] = value
+    return [r.configure(**changes[r.name]) for r in restorers]

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxir.degradations.pipeline import Degradation
 from jaxir.degradations.resize import imresize
-from jaxir.restorers.base import Restorer, register
+from jaxir.restorers.base import Restorer, deterministic, register
 
 # K = floor + β² / SIGNAL_POWER: the floor absorbs 8-bit quantisation and border mismatch when β = 0;
 # SIGNAL_POWER ≈ the variance of natural images on the [0, 1] scale.
@@ -66,7 +66,7 @@ def wiener(lq: jax.Array, degradation: Degradation, nsr: float | None = None) ->
     return out[0] if squeeze else out
 
 
-register(Restorer("bicubic", bicubic, ("sr", "deblur", "denoise", "dejpeg"), "classical",
+register(Restorer("bicubic", lambda settings: deterministic(bicubic), ("sr", "deblur", "denoise", "dejpeg"), "classical",
                   "MATLAB bicubic upsampling by the degradation's scale; identity at scale 1"))
-register(Restorer("wiener", wiener, ("deblur",), "classical",
+register(Restorer("wiener", lambda settings: deterministic(wiener), ("deblur",), "classical",
                   "Wiener deconvolution with the known kernel, K = 1e-3 + β²/0.05", uses_known_degradation=True))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxir.batches import clean_size
 from jaxir.degradations.pipeline import Degradation
 from jaxir.degradations.resize import imresize
 from jaxir.errors import JaxirInputError
@@ -43,11 +44,6 @@ def model_scale(model) -> int:
     return int(getattr(model.config, "scale", 1))
 
 
-def output_size(height: int, width: int, degradation: Degradation) -> tuple[int, int]:
-    """The clean image's size for an LQ image of ``height × width``: ``round(side × α)``."""
-    return round(height * degradation.scale), round(width * degradation.scale)
-
-
 def make_restore(model, params, tile: int = TILE, overlap: int = OVERLAP):
     """(model, params) of an ``rrdbnet``/``scunet`` checkpoint → restore function (LQ NHWC or HWC in [0, 1],
     degradation) → restored image of the clean size, in [0, 1] (see the module docstring)."""
@@ -60,7 +56,7 @@ def make_restore(model, params, tile: int = TILE, overlap: int = OVERLAP):
         squeeze = lq.ndim == 3
         batch = jnp.asarray(lq[None] if squeeze else lq, jnp.float32)
         out = tiled_apply(lambda x: network(params, x), batch, tile, overlap, scale=scale)
-        size = output_size(batch.shape[1], batch.shape[2], degradation)
+        size = clean_size(batch.shape[1], batch.shape[2], degradation)
         if out.shape[1:3] != size:
             out = imresize(out, size=size)
         out = jnp.clip(out, 0.0, 1.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxir.batches import pad_to_multiple
 from jaxir.errors import JaxirInputError
 from jaxir.models.stripformer import SIZE_MULTIPLE
 from jaxir.restorers.learned import checkpoint_restorer
@@ -33,12 +34,6 @@ HOW_TO_GET = ("download Stripformer_gopro.pth from the Google Drive folder linke
               f"python -m checkpoints_conversion stripformer Stripformer_gopro.pth --out $JAXIR_CHECKPOINTS/{CHECKPOINT}")
 
 
-def pad_to_multiple(x: jax.Array, multiple: int = SIZE_MULTIPLE) -> jax.Array:
-    """Reflect-pad NHWC ``x`` at the bottom and right to height and width multiples of ``multiple``."""
-    pad_h, pad_w = -x.shape[1] % multiple, -x.shape[2] % multiple
-    return jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
-
-
 def make_restore(model, params, tile: int = TILE, overlap: int = OVERLAP):
     """(model, params) of a ``stripformer`` checkpoint → restore function (LQ NHWC in [0, 1], degradation) → the
     deblurred batch in [0, 1], same size."""
@@ -48,7 +43,7 @@ def make_restore(model, params, tile: int = TILE, overlap: int = OVERLAP):
 
     def restore(lq, degradation=None):
         height, width = lq.shape[1], lq.shape[2]
-        restored = tiled_apply(lambda x: network(params, x), pad_to_multiple(jnp.asarray(lq, jnp.float32)),
+        restored = tiled_apply(lambda x: network(params, x), pad_to_multiple(jnp.asarray(lq, jnp.float32), SIZE_MULTIPLE, mode="reflect"),
                                tile, overlap)
         return jnp.clip(restored[:, :height, :width], 0.0, 1.0)
 

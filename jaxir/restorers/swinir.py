@@ -27,6 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxir.batches import clean_size, pad_to_multiple
 from jaxir.degradations.pipeline import Degradation
 from jaxir.degradations.resize import imresize
 from jaxir.errors import JaxirInputError
@@ -45,11 +46,6 @@ def _how_to_get(url: str, preset: str, checkpoint: str) -> str:
     filename = url.rsplit("/", 1)[-1]
     return (f"download {url}, then run: python -m checkpoints_conversion swinir {filename} --preset {preset} "
             f"--out $JAXIR_CHECKPOINTS/{checkpoint}")
-
-
-def output_size(height: int, width: int, degradation: Degradation) -> tuple[int, int]:
-    """The clean image's size for an LQ image of ``height × width``: ``round(side × α)``."""
-    return round(height * degradation.scale), round(width * degradation.scale)
 
 
 def _check_tiling(tile: int, overlap: int) -> None:
@@ -78,9 +74,9 @@ def make_restore(model, params, tile: int = TILE, overlap: int = OVERLAP):
         # Pad the whole image to the window multiple before tiling, as SwinIR's main_test_swinir.py does, with
         # the network's own reflect padding: tiles then see the same bottom/right border as the untiled network.
         h, w = lq.shape[1], lq.shape[2]
-        padded = jnp.pad(lq, ((0, 0), (0, -h % multiple), (0, -w % multiple), (0, 0)), mode="reflect")
+        padded = pad_to_multiple(lq, multiple, mode="reflect")
         out = tiled_apply(lambda x: network(params, x), padded, tile, overlap, scale=scale)[:, :h * scale, :w * scale]
-        size = output_size(lq.shape[1], lq.shape[2], degradation)
+        size = clean_size(lq.shape[1], lq.shape[2], degradation)
         if out.shape[1:3] != size:
             out = imresize(out, size=size)
         return jnp.clip(out, 0.0, 1.0)
@@ -99,11 +95,10 @@ def make_diffbir_restore(model, params, tile: int = DIFFBIR_TILE, overlap: int =
 
     def padded_network(x):
         h, w = x.shape[1], x.shape[2]
-        x = jnp.pad(x, ((0, 0), (0, -h % DIFFBIR_MULTIPLE), (0, -w % DIFFBIR_MULTIPLE), (0, 0)))
-        return network(params, x)[:, :h, :w]
+        return network(params, pad_to_multiple(x, DIFFBIR_MULTIPLE))[:, :h, :w]
 
     def restore(lq, degradation: Degradation):
-        size = output_size(lq.shape[1], lq.shape[2], degradation)
+        size = clean_size(lq.shape[1], lq.shape[2], degradation)
         upscaled = lq if lq.shape[1:3] == size else jnp.clip(imresize(lq, size=size), 0.0, 1.0)
         return jnp.clip(tiled_apply(padded_network, upscaled, tile, overlap), 0.0, 1.0)
 

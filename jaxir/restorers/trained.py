@@ -14,14 +14,14 @@ applied to another σ fails badly: at σ = 1 the σ = 2 model gives 15.4 dB wher
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 from jaxir.degradations.pipeline import Degradation
 from jaxir.errors import JaxirInputError
-from jaxir.restorers.base import Restorer, register
+from jaxir.restorers.base import Restorer, deterministic, load_checkpoint, register
+from jaxir.restorers.cldm_family import DiffBIRRestorerSettings, diffbir_restorer
 from jaxir.restorers.pretrained import make_restore
+from jaxir.weights import SHIPPED, SHIPPED_PREFIX
 
-WEIGHTS = Path(__file__).resolve().parent / "weights"
 MODELS = {"sr2": "jaxir_cnn_sr2", "sr4": "jaxir_cnn_sr4", "blur2": "jaxir_cnn_blur2"}
 CLDM = "jaxir_cldm"
 
@@ -46,53 +46,33 @@ def model_for(degradation: Degradation) -> str:
 
 @functools.cache
 def _restore_fn(name: str):
-    from jaxir.checkpoints import load
-
-    return make_restore(*load(WEIGHTS / name))
+    return make_restore(*load_checkpoint(SHIPPED / name))
 
 
 def restore(lq, degradation: Degradation):
+    """``jaxir_cnn``: the shipped model of ``degradation`` (deterministic)."""
     return _restore_fn(model_for(degradation))(lq, degradation)
 
 
 def _check(names) -> str | None:
-    missing = [name for name in names if not (WEIGHTS / name / "config.json").is_file()]
+    missing = [name for name in names if not (SHIPPED / name / "config.json").is_file()]
     if missing:
-        return f"shipped checkpoints missing from {WEIGHTS}: {', '.join(missing)} (reinstall jaxir)"
+        return f"shipped checkpoints missing from {SHIPPED}: {', '.join(missing)} (reinstall jaxir)"
     return None
 
 
-def check() -> str | None:
+def check(settings=None) -> str | None:
     return _check(MODELS.values())
 
 
-def cldm_pipeline(checkpoint=None, **overrides):
-    """The small CLDM (the shipped one, or ``checkpoint``) as a :class:`~jaxir.pipelines.diffbir.DiffBIR` pipeline
-    with the ``jaxir`` preset (stage 1: ``jaxir_cnn``); keyword arguments override settings."""
-    from jaxir.checkpoints import load
-    from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings
-
-    settings = DiffBIRSettings.preset("jaxir", **overrides)
-    model, params = load(checkpoint or WEIGHTS / CLDM)
-    return DiffBIR(model, params, settings)
-
-
-_shipped_cldm = functools.cache(cldm_pipeline)
-
-
-def restore_cldm(lq, degradation: Degradation):
-    model_for(degradation)   # the stage-1 model must exist for this degradation
-    return _shipped_cldm()(lq, degradation)
-
-
 JAXIR_CNN = register(Restorer(
-    "jaxir_cnn", restore, ("sr", "deblur"), "learned",
+    "jaxir_cnn", lambda settings: deterministic(restore), ("sr", "deblur"), "learned",
     "jaxir's residual CNN (bicubic + 4 residual blocks, 32 channels), trained here on dead leaves: SR ×2, ×4, "
     "deblur σ=2", check=check, accepts=trained_for))
 
 
-JAXIR_CLDM = register(Restorer(
-    "jaxir_cldm", restore_cldm, ("sr", "deblur"), "cldm",
+JAXIR_CLDM = diffbir_restorer(
+    "jaxir_cldm", DiffBIRRestorerSettings.preset("jaxir", checkpoint=SHIPPED_PREFIX + CLDM), ("sr", "deblur"),
     "jaxir's small CLDM (VAE f=4, UNet, IRControlNet) trained here on dead leaves, on jaxir_cnn as stage 1; "
     "from the condition noised to t=250, 10 DDIM steps (η=1)",
-    check=lambda: _check([*MODELS.values(), CLDM]), accepts=trained_for))
+    "reinstall jaxir (the small CLDM ships inside the package)", accepts=trained_for)
