@@ -299,3 +299,22 @@ def test_interrupted_save_leaves_no_directory(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         checkpoints.save(tmp_path / "model", "residual_cnn", TINY_CNN, params)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_damaged_restorer_checkpoint_makes_it_unavailable_before_any_run(tmp_path, tiny_checkpoint, capsys):
+    from jaxir.cli import main
+    from jaxir.restorers import get
+
+    damaged = tmp_path / "realesrgan"
+    shutil.copytree(tiny_checkpoint, damaged)
+    _cut(damaged / "params" / "_METADATA")
+    reason = get("realesrgan_x4").configure(checkpoint=str(damaged)).unavailable_reason()
+    assert reason.startswith(f"damaged checkpoint: {damaged}: parameter file params/_METADATA has ")
+    assert "delete it and create it again with: " in reason
+    (tmp_path / "lq").mkdir()
+    Image.fromarray(rgb_noise(8, 8)).save(tmp_path / "lq" / "a.png")
+    assert main(["restore", str(tmp_path / "lq"), "--out", str(tmp_path / "out"), "--restorer", "realesrgan_x4",
+                 "--checkpoint", str(damaged), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"jaxir: error: restorer realesrgan_x4 unavailable: damaged checkpoint: {damaged}")
+    assert "\n" not in err and not (tmp_path / "out").exists()
