@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -82,10 +83,14 @@ def _dinov2(args):
 
 def _diffbir(args):
     config = diffbir.load_config(args.config)
+    config = dataclasses.replace(config, process=diffbir.load_process(args.diffusion_config, args.parameterization,
+                                                                      args.zero_snr))
     params = diffbir.convert(args.sd, args.controlnet, config)
     sources = {"sd": args.sd, "controlnet": args.controlnet}
     if args.config:
         sources["config"] = args.config
+    if args.diffusion_config:
+        sources["diffusion_config"] = args.diffusion_config
     return "diffbir_cldm", config, params, sources
 
 
@@ -149,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sd", required=True, help="Stable Diffusion 2.1 checkpoint in the LDM layout (.ckpt/.safetensors)")
     p.add_argument("--controlnet", required=True, help="DiffBIR ControlNet (v1_general.pth, v2.pth)")
     p.add_argument("--config", help="DiffBIR YAML (configs/inference/cldm.yaml format); default: v2 sizes")
+    p.add_argument("--diffusion-config", help="DiffBIR's diffusion YAML (configs/inference/diffusion_v2.1.yaml for "
+                   "v2.1); default: diffusion.yaml, SD 2.1's linear schedule with eps-prediction")
+    p.add_argument("--parameterization", choices=("eps", "v"), help="what the UNet predicts (overrides the YAML)")
+    p.add_argument("--zero-snr", action=argparse.BooleanOptionalAction, default=None,
+                   help="the schedule rescaled to zero terminal SNR (overrides the YAML)")
     p.set_defaults(func=_diffbir)
     p = sub.add_parser("supir", help="SUPIR (SDXL base checkpoint + SUPIR-v0Q/v0F checkpoint)")
     p.add_argument("--sdxl", required=True, help="SDXL base 1.0 checkpoint in the sgm layout (.safetensors/.ckpt)")

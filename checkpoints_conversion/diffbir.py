@@ -3,12 +3,15 @@ checkpoint of kind ``diffbir_cldm``.
 
 The SD file carries the UNet (``model.diffusion_model.``), the VAE (``first_stage_model.``) and the OpenCLIP text
 encoder (``cond_stage_model.``); its diffusion-schedule buffers and EMA copies are ignored on purpose (jaxir
-recomputes schedules). The ControlNet file is DiffBIR's release format (``v1_general.pth``, ``v2.pth``): the
+recomputes schedules from the diffusion process recorded in the checkpoint's config: DiffBIR's ``diffusion.yaml``
+(``--diffusion-config``; SD 2.1's ε-prediction by default, v-prediction with zero terminal SNR for v2.1). The
+ControlNet file is DiffBIR's release format (``v1_general.pth``, ``v2.pth``): the
 IRControlNet's tensors without prefix.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -18,7 +21,8 @@ from checkpoints_conversion.sources import read_state_dict
 from checkpoints_conversion.text_keys import convert_text_encoder
 from checkpoints_conversion.unet_keys import convert_controlnet, convert_unet
 from checkpoints_conversion.vae_keys import convert_vae
-from jaxir.models.cldm import ControlLDMConfig
+from jaxir.errors import JaxirInputError
+from jaxir.models.cldm import ControlLDMConfig, DiffusionProcess
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -42,7 +46,34 @@ def load_config(path: str | Path | None) -> ControlLDMConfig:
     params = data.get("params", data) if isinstance(data, dict) else None
     if not isinstance(params, dict):
         raise ConversionError(f"{path}: not a DiffBIR ControlLDM config")
-    return ControlLDMConfig.from_diffbir_yaml(params)
+    try:
+        return ControlLDMConfig.from_diffbir_yaml(params)
+    except JaxirInputError as err:   # the config's own check: it names what is missing, not the file
+        raise ConversionError(f"{path}: {err}") from None
+    except (KeyError, TypeError, ValueError) as err:   # a YAML of something else
+        raise ConversionError(f"{path}: not a DiffBIR ControlLDM config ({type(err).__name__}: {err})") from None
+
+
+def load_process(path: str | Path | None, parameterization: str | None, zero_snr: bool | None):
+    """The diffusion process from DiffBIR's ``diffusion*.yaml`` (default: ``configs/inference/diffusion.yaml``,
+    SD 2.1's ε-prediction), with ``parameterization`` / ``zero_snr`` given on the command line taking precedence."""
+    process = DiffusionProcess()
+    if path is not None:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConversionError(f"{path}: not a readable YAML config ({type(err).__name__})") from None
+        params = data.get("params", data) if isinstance(data, dict) else None
+        if not isinstance(params, dict):
+            raise ConversionError(f"{path}: not a DiffBIR diffusion config")
+        try:
+            process = DiffusionProcess.from_diffbir_yaml(params)
+        except (JaxirInputError, TypeError, ValueError) as err:
+            raise ConversionError(f"{path}: {err}") from None
+    changes = {k: v for k, v in (("parameterization", parameterization), ("zero_snr", zero_snr)) if v is not None}
+    return dataclasses.replace(process, **changes)
 
 
 def _split_sd(state: dict, path) -> dict[str, dict]:

@@ -31,6 +31,7 @@ from checkpoints_conversion.unet_keys import ldm_rules
 from checkpoints_conversion.vae_keys import LDM_IGNORED as VAE_IGNORED
 from checkpoints_conversion.vae_keys import convert_vae
 from checkpoints_conversion.vae_keys import ldm_rules as vae_ldm_rules
+from jaxir.errors import JaxirInputError
 from jaxir.models import supir
 from jaxir.models.vae import param_shapes as vae_param_shapes
 
@@ -129,7 +130,12 @@ def load_config(path: str | Path | None) -> supir.SUPIRConfig:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise ConversionError(f"{path}: not a readable YAML config ({type(err).__name__})") from None
-    return supir.SUPIRConfig.from_options(data)
+    try:
+        return supir.SUPIRConfig.from_options(data)
+    except JaxirInputError as err:   # the config's own check: it names what is missing, not the file
+        raise ConversionError(f"{path}: {err}") from None
+    except (AttributeError, KeyError, TypeError, ValueError) as err:   # a YAML of something else
+        raise ConversionError(f"{path}: not a SUPIR option file ({type(err).__name__}: {err})") from None
 
 
 def convert(sdxl_path, supir_path, config: supir.SUPIRConfig) -> dict:

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 import jaxir
-from conftest import DIFFBIR_FIXTURES, convert_tiny_diffbir
+from helpers import DIFFBIR_FIXTURES, convert_tiny_diffbir, needs_fixtures
 from checkpoints_conversion.__main__ import main as convert_main
 from jaxir.models.cldm import CLDM
 
 FIXTURES = DIFFBIR_FIXTURES
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="reference fixtures not present")
+pytestmark = needs_fixtures("diffbir")
 
 
 def _rel(a, b) -> float:

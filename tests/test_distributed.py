@@ -11,9 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
-from conftest import DIFFBIR_FIXTURES
+from helpers import needs_fixtures
 
 _WORKER = """
 import json, sys
@@ -42,7 +41,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not DIFFBIR_FIXTURES.is_dir(), reason="reference fixtures not present")
+@needs_fixtures("diffbir")
 def test_two_processes_share_one_mesh(tiny_diffbir_dir):
     flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     env = dict(os.environ, XLA_FLAGS=flags)

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import photo
+from helpers import photo
 from jaxir.errors import JaxirInputError
 from jaxir.metrics import psnr, ssim
 

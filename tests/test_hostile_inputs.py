@@ -21,7 +21,7 @@ import jaxir
 from checkpoints_conversion.__main__ import main as convert_main
 from checkpoints_conversion.errors import ConversionError
 from checkpoints_conversion.sources import read_state_dict
-from conftest import DIFFBIR_FIXTURES
+from helpers import DIFFBIR_FIXTURES, needs_fixtures
 from hostile_corpus import bomb_png, broken_files, converted_files, rgb_noise
 from jaxir import atomic, checkpoints
 from jaxir.data import load_image, read_folder, save_image
@@ -199,10 +199,7 @@ def test_truncated_checkpoint_file_names_the_file(tmp_path, capsys, suffix, keep
     assert err.startswith(f"checkpoints_conversion: error: {path}: not a readable") and "\n" not in err
 
 
-needs_diffbir = pytest.mark.skipif(not DIFFBIR_FIXTURES.is_dir(), reason="reference fixtures not present")
-
-
-@needs_diffbir
+@needs_fixtures("diffbir")
 def test_diffbir_pair_names_which_file_is_wrong(tmp_path, capsys):
     """A ControlNet slot given another model's file: the error names that file and its option, not the SD file."""
     sd, other = DIFFBIR_FIXTURES / "sd_tiny.ckpt", _save_state(tmp_path / "rrdbnet.pth", RRDBNET_LIKE)
@@ -318,3 +315,15 @@ def test_damaged_restorer_checkpoint_makes_it_unavailable_before_any_run(tmp_pat
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"jaxir: error: restorer realesrgan_x4 unavailable: damaged checkpoint: {damaged}")
     assert "\n" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind, flags", [("diffbir", ["--sd", "a.ckpt", "--controlnet", "b.pth"]),
+                                         ("supir", ["--sdxl", "a.safetensors", "--supir", "b.ckpt"])])
+@pytest.mark.parametrize("content", ["a: 1\n", "params: {unet_cfg: 3, controlnet_cfg: 3, vae_cfg: 3, clip_cfg: 3, "
+                                     "latent_scale_factor: 1}\n", "model: 3\n", "- [unclosed\n"])
+def test_config_yaml_of_something_else_names_the_file(tmp_path, capsys, kind, flags, content):
+    config = tmp_path / "config.yaml"
+    config.write_text(content)
+    assert convert_main([kind, *flags, "--config", str(config), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"checkpoints_conversion: error: {config}: ") and "\n" not in err

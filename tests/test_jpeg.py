@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from helpers import compilations
 from jaxir.degradations.jpeg import jpeg
 from jaxir.errors import JaxirInputError
 
@@ -119,10 +120,12 @@ def test_quality_is_traced_without_recompiling():
 
     compiled = jax.jit(fn)
     x = _photos()
-    a = compiled(x, jnp.asarray([30.0, 90.0]))
-    b = compiled(x, jnp.asarray([31.5, 50.0]))
-    c = compiled(x, jnp.asarray([100.0, 1.0]))
-    assert len(traces) == 1 and compiled._cache_size() == 1
+    qualities = [jnp.asarray(q) for q in ([30.0, 90.0], [31.5, 50.0], [100.0, 1.0])]
+    a = compiled(x, qualities[0])
+    with compilations() as cost:
+        b = compiled(x, qualities[1])
+        c = compiled(x, qualities[2])
+    assert len(traces) == 1 and cost().compilations == 0
     assert not np.allclose(a, b)
     assert np.all(np.isfinite(c)) and 0.0 <= float(c.min()) and float(c.max()) <= 1.0
 

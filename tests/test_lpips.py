@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import photo
+from helpers import photo
 
 import jaxir
 from checkpoints_conversion.__main__ import main as convert_main

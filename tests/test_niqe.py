@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from conftest import photo
+from helpers import photo
 from jaxir.errors import JaxirInputError
 from jaxir.metrics import niqe
 from jaxir.metrics.niqe import gaussian_window_1d, pristine_model

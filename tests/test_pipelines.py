@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import jaxir
-from conftest import DIFFBIR_FIXTURES
+from helpers import DIFFBIR_FIXTURES, needs_fixtures
 from jaxir.degradations.pipeline import Degradation
 from jaxir.degradations.resize import resize_torch
 from jaxir.diffusion import schedule as S
@@ -27,7 +27,6 @@ from jaxir.pipelines import sampling
 from jaxir.pipelines.colorfix import adain_color_fix, wavelet_color_fix
 from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings, short_edge_size
 
-needs_fixtures = pytest.mark.skipif(not DIFFBIR_FIXTURES.is_dir(), reason="reference fixtures not present")
 
 
 def _nchw(x):
@@ -102,7 +101,7 @@ def tiny(tiny_diffbir_dir):
     return jaxir.load(tiny_diffbir_dir)
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 @pytest.mark.parametrize("name, parameterization, zero_snr", [("eps", "eps", False), ("v_zsnr", "v", True)])
 def test_pipeline_sampler_matches_diffbir(tiny, name, parameterization, zero_snr):
     """The pipeline's :func:`sample_latent` (spaced, 10 steps, CFG 4 with ``c_txt[0]`` as negative prompt) on the
@@ -132,7 +131,7 @@ def _photos(n=3, size=(40, 48)):
     return jnp.asarray(np.random.default_rng(3).random((n, *size, 3)), jnp.float32)
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 def test_restore_is_deterministic_and_batch_independent(tiny):
     pipe = _pipeline(tiny)
     lq, degradation = _photos(), Degradation(blur_sigma=1.0)
@@ -145,7 +144,7 @@ def test_restore_is_deterministic_and_batch_independent(tiny):
     assert np.abs(other_seed - first).max() > 1e-3
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 def test_seeds_start_levels_and_scales_are_traced(tiny):
     """New keys, starting noise levels, guidance and control scales reuse one compiled sampler."""
     lq, degradation = _photos(1), Degradation(blur_sigma=1.0)
@@ -161,7 +160,7 @@ def test_seeds_start_levels_and_scales_are_traced(tiny):
     assert all(np.abs(a - b).max() > 1e-4 for a, b in zip(outputs, outputs[1:]))
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 def test_latent_tiling_covers_the_image(tiny):
     """A 64×120 image (latent 8×16 after padding), without CFG: a 128 px tile covers everything and equals the
     untiled run; 64 px tiles with stride 32 (three 8×8 latent tiles) blend to the same shape, finite and close."""
@@ -206,7 +205,7 @@ print(json.dumps({"max_abs": float(np.abs(a - b).max()), "shape": list(b.shape)}
 """
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 def test_sharded_over_8_devices_equals_one_device(tiny_diffbir_dir):
     """A batch of 3 padded to 8 and sharded over 8 forced host devices gives the single-device result."""
     env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"))

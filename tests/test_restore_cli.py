@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxir
-from conftest import DIFFBIR_FIXTURES
+from helpers import needs_fixtures
 from jaxir.cli import main
 from jaxir.data import load_image, save_image
 from jaxir.degradations.pipeline import Degradation
@@ -59,7 +59,7 @@ def test_bad_requests_are_one_line(tmp_path, capsys, monkeypatch, extra, message
     assert err.startswith("jaxir: error:") and message in err and "\n" not in err
 
 
-@pytest.mark.skipif(not DIFFBIR_FIXTURES.is_dir(), reason="reference fixtures not present")
+@needs_fixtures("diffbir")
 def test_cldm_options_reach_the_pipeline(tmp_path, tiny_diffbir_dir):
     """The tiny DiffBIR checkpoint through the CLI with bicubic stage 1, DDIM 2 steps, CFG 2, from t=600: image i
     equals the pipeline run directly with key(seed) and sample id i (to 8-bit rounding)."""

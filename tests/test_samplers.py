@@ -14,13 +14,12 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 import jaxir
-from conftest import DIFFBIR_FIXTURES
+from helpers import DIFFBIR_FIXTURES, needs_fixtures
 from jaxir.diffusion import samplers as Smp
 from jaxir.diffusion import schedule as S
 from jaxir.errors import JaxirInputError
 
 FIXTURES = DIFFBIR_FIXTURES
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="reference fixtures not present")
 TRACES = {"diffbir": 0, "toy": 0}
 
 
@@ -61,7 +60,7 @@ def _diffbir_schedule(zero_snr: bool, spacing: str = "10") -> S.SpacedSchedule:
     return S.spaced_schedule(S.alphas_cumprod(betas), S.space_timesteps(1000, spacing))
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 @pytest.mark.parametrize("name, parameterization", [("eps", "eps"), ("v_zsnr", "v")])
 def test_diffbir_spaced_sampler(cldm, ref, name, parameterization):
     """Max abs errors on the tiny model: eps 2.7e-5 with |z0| ≤ 52.6 (x0 = (z − s·ε)/a amplifies the random network's
@@ -75,7 +74,7 @@ def test_diffbir_spaced_sampler(cldm, ref, name, parameterization):
     assert float(np.abs(np.asarray(z0) - expected).max() / np.abs(expected).max()) < 1e-5
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 def test_diffbir_sampler_never_recompiles(cldm, ref):
     """Other noise, timestep values and guidance reuse the compiled sampler (params and conditions are traced);
     the first call reuses the program of test_diffbir_spaced_sampler[eps] (same argument types)."""

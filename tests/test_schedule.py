@@ -3,7 +3,6 @@ snapping (../shared/fixtures/supir) and diffusers' schedulers."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +10,10 @@ import torch
 from diffusers import DDPMScheduler
 from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr as diffusers_rescale
 
+from helpers import FIXTURES, needs_fixtures
 from jaxir.diffusion import schedule as S
 from jaxir.errors import JaxirInputError
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="reference fixtures not present")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +26,7 @@ def supir():
     return dict(np.load(FIXTURES / "supir" / "supir.npz"))
 
 
-@needs_fixtures
+@needs_fixtures()
 def test_diffbir_betas_and_spacing(diffbir):
     """SD 2.1's linear schedule is bit-exact; the zero-SNR rescaling agrees to 1e-15 (the fixture's √ᾱ comes from
     PyTorch's vectorised CPU sqrt, which is 1 ulp off IEEE sqrt at 12 of the 1000 entries)."""
@@ -139,7 +137,7 @@ def test_parameterization_conversions():
         S.predict_x0_eps(eps, x0, 1.0, 0.0, "x0")
 
 
-@needs_fixtures
+@needs_fixtures()
 def test_sigmas_and_snapping_match_supir(supir):
     table = S.sigmas(S.alphas_cumprod(S.sd_linear_betas()))
     np.testing.assert_allclose(table, supir["denoiser_sigmas"], rtol=1.2e-7)  # SUPIR takes √ in float32

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from helpers import FIXTURES, needs_fixtures
 from checkpoints_conversion.__main__ import main as convert_main
 from checkpoints_conversion.errors import ConversionError
 from checkpoints_conversion.stripformer_keys import convert_stripformer
@@ -29,8 +29,8 @@ from jaxir.restorers import get as get_restorer
 from jaxir.batches import pad_to_multiple
 from jaxir.restorers.stripformer import make_restore
 
-FIXTURE = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "stripformer" / "stripformer.npz"
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason=f"Stripformer fixture not found at {FIXTURE}")
+FIXTURE = FIXTURES / "stripformer" / "stripformer.npz"
+needs_fixture = needs_fixtures("stripformer", "stripformer.npz")
 TOL = 1e-4
 CASES = ("a", "b", "c")   # 16×16 (square: the original's batched branch), 16×24, 24×12
 

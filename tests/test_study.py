@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import photo
+from helpers import photo
 from jaxir.cli import main
 from jaxir.data import ImageRecord
 from jaxir.degradations import Degradation, parse_level

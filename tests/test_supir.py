@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from helpers import FIXTURES as SHARED_FIXTURES
+from helpers import needs_fixtures
 from checkpoints_conversion import supir_keys
 from checkpoints_conversion.__main__ import main as convert_main
 from checkpoints_conversion.errors import ConversionError
@@ -36,9 +38,9 @@ from jaxir.models.unet import UNetConfig
 from jaxir.models.vae import VAEConfig
 from jaxir.models.vae import param_shapes as vae_param_shapes
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "supir"
+FIXTURES = SHARED_FIXTURES / "supir"
 NPZ, YAML = FIXTURES / "supir.npz", FIXTURES / "supir_tiny.yaml"
-needs_fixture = pytest.mark.skipif(not NPZ.is_file(), reason=f"SUPIR fixture not found at {FIXTURES}")
+needs_fixture = needs_fixtures("supir", "supir.npz")
 TOL = 1e-5
 STAND_IN_SEED = 7      # the VAE / text-encoder stand-ins (not part of the fixture)
 

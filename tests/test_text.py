@@ -4,12 +4,12 @@ CLIPTextModel (random weights), open_clip's pre-tokenisation pattern, and strict
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from helpers import DIFFBIR_FIXTURES, needs_fixtures
 from checkpoints_conversion.errors import ConversionError
 from checkpoints_conversion.text_keys import convert_text_encoder
 from jaxir.errors import JaxirInputError
@@ -18,8 +18,8 @@ from jaxir.models.text import TextEncoderConfig, TextTransformer
 from jaxir.models.text import param_shapes as text_param_shapes
 from jaxir.models.tokenizer import EOT, SOT, CLIPTokenizer, pre_tokenize, vocabulary
 
-DIFFBIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "diffbir"
-needs_diffbir = pytest.mark.skipif(not DIFFBIR.is_dir(), reason=f"DiffBIR fixtures not found at {DIFFBIR}")
+DIFFBIR = DIFFBIR_FIXTURES
+needs_diffbir = needs_fixtures("diffbir")
 PROMPTS = ["", "a photo of an astronaut, high quality"]   # the prompts of fixtures.npz (see its README)
 
 # Strings that exercise the cleaning, the pre-tokenisation classes and the BPE (no HTML entities: transformers'

@@ -183,7 +183,7 @@ def test_ceiling_table_scores_the_round_trip_and_resumes(tiny_cldm, tmp_path):
     from jaxir.metrics import psnr
     from jaxir.metrics.color import quantize_uint8
     from jaxir.study.ceiling import ceiling_markdown, ceiling_table, roundtrip
-    from jaxir.train.vae import load_autoencoder
+    from jaxir.pipelines.autoencoder import load_autoencoder
 
     images = [ImageRecord(f"img{i}", np.asarray(jax.random.uniform(jax.random.key(i), (100, 106, 3))), "test")
               for i in range(2)]   # NIQE needs 96² at least; cropped to 96 × 104

@@ -8,7 +8,6 @@ Errors are max |ours − reference| / max |reference|.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -18,6 +17,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 yaml = pytest.importorskip("yaml")
 
+from helpers import DIFFBIR_FIXTURES, needs_fixtures  # noqa: E402
 from checkpoints_conversion.errors import ConversionError  # noqa: E402
 from checkpoints_conversion.keymap import strip_prefix  # noqa: E402
 from checkpoints_conversion.sources import read_state_dict  # noqa: E402
@@ -26,8 +26,7 @@ from jaxir.models.vae import param_shapes as vae_shapes  # noqa: E402
 from jaxir.errors import JaxirInputError  # noqa: E402
 from jaxir.models.vae import AutoencoderKL, VAEConfig  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "diffbir"   # ../shared from the root
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"DiffBIR fixtures not found at {FIXTURES}")
+FIXTURES = DIFFBIR_FIXTURES
 TOL = 1e-4
 
 
@@ -125,7 +124,7 @@ def test_encode_latent_sample():
         run(config, params, AutoencoderKL.encode_latent, x, sample=True)
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 def test_diffbir_fixture_ldm_layout():
     config, ldm, _, _, arrays = diffbir_vae()
     params = convert_vae(ldm, config, layout="ldm")
@@ -146,7 +145,7 @@ def diffusers_converted():
     return ref_config, convert_ldm_vae_checkpoint(checkpoint, ref_config)
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 def test_ldm_map_agrees_with_diffusers_converter():
     """diffusers' own LDM→diffusers conversion, loaded into its AutoencoderKL, gives our outputs; and our
     diffusers map applied to its result gives exactly the parameters of our LDM map."""
@@ -169,7 +168,7 @@ def test_ldm_map_agrees_with_diffusers_converter():
     assert max(errors.values()) <= TOL, errors
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 def test_diffusers_legacy_attention_names():
     config, ldm, _, _, _ = diffbir_vae()
     _, converted = diffusers_converted()
@@ -184,7 +183,7 @@ def test_diffusers_legacy_attention_names():
                  convert_vae(legacy, config, layout="diffusers"))
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 @pytest.mark.parametrize("case", ["unknown_extra", "extra_without_parameter", "missing", "wrong_shape"])
 def test_conversion_is_strict(case):
     config, ldm, _, _, _ = diffbir_vae()
@@ -208,7 +207,7 @@ def test_conversion_is_strict(case):
         assert text in str(err.value)
 
 
-@needs_fixtures
+@needs_fixtures("diffbir")
 def test_training_extras_ignored_and_layout_checked():
     config, ldm, _, _, _ = diffbir_vae()
     extras = {"loss.logvar": np.zeros((), np.float32), "loss.discriminator.main.0.weight": np.zeros((64, 3, 4, 4)),

@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxir.data.folders import read_folder
 from jaxir.data.images import to_uint8
+from jaxir.data.tfds import import_tfds
 from jaxir.errors import JaxirInputError
 
 
@@ -43,9 +44,7 @@ class TrainingImages:
 
 
 def _tfds_images(name: str, split: str, data_dir, download: bool):
-    from jaxir.data.div2k import _import_tfds
-
-    tfds = _import_tfds()
+    tfds = import_tfds(f"tfds:{name}")
     try:
         dataset, info = tfds.load(name, split=split, data_dir=None if data_dir is None else os.fspath(data_dir),
                                   download=download, with_info=True)

@@ -19,32 +19,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxir.data.images import ImageRecord
+from jaxir.data.tfds import import_tfds
 from jaxir.errors import JaxirInputError
 
 DIV2K_DEGRADATIONS = ("bicubic_x2", "bicubic_x3", "bicubic_x4", "bicubic_x8", "unknown_x2", "unknown_x3",
                       "unknown_x4", "realistic_mild_x4", "realistic_difficult_x4", "realistic_wild_x4")
 DIV2K_SPLITS = ("train", "validation")
-_INSTALL_HINT = "pip install 'jaxir[tfds]'"
-
-
-def _import_tfds():
-    """Import tensorflow-datasets (and TensorFlow, kept off the GPU); a one-line error says how to install."""
-    # importlib_resources: tensorflow-datasets needs it to prepare any dataset but declares it only for
-    # Python < 3.9 (upstream issue tensorflow/datasets#11212).
-    for module in ("tensorflow", "tensorflow_datasets", "importlib_resources"):
-        try:
-            __import__(module)
-        except ImportError as err:
-            raise JaxirInputError(f"DIV2K needs {module.replace('_', '-')}, which is not installed ({err}); "
-                                  f"install it with: {_INSTALL_HINT}") from None
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except (RuntimeError, ValueError):  # devices already initialised by the caller: leave them as they are
-        pass
-    return tfds
 
 
 def _to_float(arr: np.ndarray) -> np.ndarray:
@@ -72,7 +52,7 @@ def div2k(split: str = "validation", degradation: str = "bicubic_x4", data_dir: 
     if re.split(r"[\[+]", split, maxsplit=1)[0] not in DIV2K_SPLITS:
         raise JaxirInputError(f"unknown DIV2K split {split!r}; choose from {DIV2K_SPLITS} "
                               "(optionally sliced, e.g. 'validation[:10]')")
-    tfds = _import_tfds()
+    tfds = import_tfds("DIV2K")
     name = f"div2k/{degradation}"
     builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
     if not builder.is_prepared():

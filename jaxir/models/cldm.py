@@ -29,11 +29,41 @@ from jaxir.models.vae import AutoencoderKL, VAEConfig
 
 
 @dataclasses.dataclass(frozen=True)
+class DiffusionProcess:
+    """The forward process a checkpoint was trained with (DiffBIR ``configs/inference/diffusion*.yaml``,
+    ``diffbir.model.Diffusion``): SD's "linear" β schedule ``linspace(√β₀, √β₁, T)²``, optionally rescaled to zero
+    terminal SNR (Lin et al., 2024), and what the network predicts, ``eps`` (ε) or ``v`` (Salimans & Ho, 2022).
+    DiffBIR v1/v2 run on SD 2.1-base (ε); v2.1 on its zero-SNR v-prediction SD 2.1."""
+
+    linear_start: float = 0.00085
+    linear_end: float = 0.0120
+    timesteps: int = 1000
+    zero_snr: bool = False
+    parameterization: str = "eps"
+
+    def __post_init__(self):
+        if self.parameterization not in ("eps", "v"):
+            raise JaxirInputError(f"parameterization must be 'eps' or 'v', got {self.parameterization!r}")
+        if not 0 < self.linear_start < self.linear_end < 1 or self.timesteps < 2:
+            raise JaxirInputError(f"bad diffusion schedule: linear_start {self.linear_start}, linear_end "
+                                  f"{self.linear_end}, timesteps {self.timesteps}")
+
+    @classmethod
+    def from_diffbir_yaml(cls, params: Mapping) -> DiffusionProcess:
+        """From the ``params`` of DiffBIR's ``diffusion.yaml`` / ``diffusion_v2.1.yaml``."""
+        unknown = sorted(set(params) - {"linear_start", "linear_end", "timesteps", "zero_snr", "parameterization"})
+        if unknown:
+            raise JaxirInputError(f"not a DiffBIR diffusion config: unknown fields {unknown}")
+        return cls(**{k: type(getattr(cls, k))(v) for k, v in params.items()})
+
+
+@dataclasses.dataclass(frozen=True)
 class ControlLDMConfig:
     unet: UNetConfig
     controlnet: ControlNetConfig
     vae: VAEConfig
     text: TextEncoderConfig
+    process: DiffusionProcess = DiffusionProcess()
 
     @classmethod
     def diffbir_v2(cls) -> ControlLDMConfig:

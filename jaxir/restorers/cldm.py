@@ -24,10 +24,14 @@ def checkpoint_name(version: str) -> str:
     return f"diffbir_{version}"
 
 
+# the diffusion process of each release's base model (DiffBIR ``configs/inference/diffusion*.yaml``)
+PROCESS_FLAGS = {"v1": "", "v2": "", "v2.1": " --parameterization v --zero-snr"}
+
+
 def diffbir_how_to_get(version: str) -> str:
     sd, controlnet = RELEASES[version]
-    return how_to_get((sd, controlnet), f"diffbir --sd {filename(sd)} --controlnet {filename(controlnet)}",
-                      checkpoint_name(version))
+    return how_to_get((sd, controlnet), f"diffbir --sd {filename(sd)} --controlnet {filename(controlnet)}"
+                      f"{PROCESS_FLAGS[version]}", checkpoint_name(version))
 
 
 DIFFBIR = {version: diffbir_restorer(

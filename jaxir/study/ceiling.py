@@ -28,7 +28,7 @@ from jaxir.models.vae import AutoencoderKL
 from jaxir.study.results import ResultsWriter, cell_key, read_results
 from jaxir.study.runner import score, to_8bit
 from jaxir.tiling import tiled_apply
-from jaxir.train.vae import load_autoencoder, reconstruct
+from jaxir.pipelines.autoencoder import load_autoencoder, reconstruct
 
 LEVEL = "VAE round trip"
 

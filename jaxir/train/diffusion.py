@@ -46,7 +46,7 @@ from jaxir.models.unet import UNetConfig, UNetModel
 from jaxir.models.vae import AutoencoderKL, VAEConfig
 from jaxir.train.loop import TrainConfig, train
 from jaxir.train.restorer import TASKS, VALIDATION_KEY, best_score, replace_dir, run_notes
-from jaxir.train.vae import load_autoencoder
+from jaxir.pipelines.autoencoder import load_autoencoder
 
 SPACES = ("latent", "pixel")
 

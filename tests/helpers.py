@@ -1,0 +1,53 @@
+"""Helpers the test modules share (conftest.py holds only pytest fixtures and hooks).
+
+``FIXTURES`` is the one place that knows where the reference fixtures live (``../shared/fixtures`` beside the
+repository); :func:`needs_fixtures` skips a test with the missing path as the reason, never silently.
+:func:`compilations` counts traces and compilations through :mod:`jax.monitoring` (jaxir's public
+:class:`jaxir.cost.Meter`) for the tests that assert a program is not compiled again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+DIFFBIR_FIXTURES = FIXTURES / "diffbir"
+
+
+def needs_fixtures(*parts: str):
+    """Skip unless ``FIXTURES / parts`` exists; the reason names the missing path."""
+    path = FIXTURES.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"reference fixtures not present: {path}")
+
+
+@functools.cache
+def photo(name: str, size: int | None = None) -> np.ndarray:
+    """A bundled photo (float32 HWC), optionally its top-left size×size crop."""
+    from jaxir.data import bundled_photos
+
+    image = bundled_photos([name])[0].image
+    return image if size is None else image[:size, :size]
+
+
+def convert_tiny_diffbir(out: Path, *extra: str) -> Path:
+    """Convert the tiny DiffBIR fixture checkpoints with the command line into ``out``."""
+    from checkpoints_conversion.__main__ import main as convert_main
+
+    assert convert_main(["diffbir", "--sd", str(DIFFBIR_FIXTURES / "sd_tiny.ckpt"),
+                         "--controlnet", str(DIFFBIR_FIXTURES / "controlnet_tiny.pth"),
+                         "--config", str(DIFFBIR_FIXTURES / "cldm_tiny.yaml"), "--out", str(out), *extra]) == 0
+    return out
+
+
+@contextlib.contextmanager
+def compilations():
+    """``with compilations() as cost: ...`` then ``cost().traces`` / ``cost().compilations`` of the block."""
+    from jaxir.cost import Meter
+
+    with Meter() as meter:
+        yield lambda: meter.cost
