@@ -97,6 +97,20 @@ def test_metrics_refuse_bad_arrays(array, message):
         niqe(array)
 
 
+@pytest.mark.parametrize("array, message", [
+    (np.full((1, 16, 16, 3), np.nan, np.float32), "bicubic: input: contains 768 NaN or infinite values"),
+    (np.full((1, 16, 16, 3), 7.0, np.float32), r"bicubic: input: values must lie in \[0, 1\].*divide by 255"),
+    (np.zeros((1, 16, 16, 3), np.uint8), "bicubic: input: expected float values"),
+    (np.zeros((16, 16, 3), np.float32), "bicubic: expected an NHWC RGB batch"),
+])
+def test_restorer_refuses_bad_arrays(array, message):
+    from jaxir.degradations import Degradation
+    from jaxir.restorers import get
+
+    with pytest.raises(JaxirInputError, match=message):
+        get("bicubic").restore(array, Degradation(scale=2), jax.random.key(0))
+
+
 @pytest.mark.parametrize("side", [1, 10, 95])
 def test_metrics_refuse_images_below_their_window(side):
     image = np.zeros((side, 200, 3), np.float32)
