@@ -58,7 +58,8 @@ def converted_files(folder: pathlib.Path, height: int = 24, width: int = 20) -> 
     palette = Image.fromarray(rgb).quantize(16)
     palette.save(folder / "palette.png")
     expected["palette.png"] = np.asarray(palette.convert("RGB")) / 255.0
-    Image.fromarray(np.dstack([rgb, np.full((height, width), 255, np.uint8)]), mode="RGBA").save(folder / "opaque_rgba.png")
+    opaque = np.dstack([rgb, np.full((height, width), 255, np.uint8)])
+    Image.fromarray(opaque, mode="RGBA").save(folder / "opaque_rgba.png")
     expected["opaque_rgba.png"] = rgb / 255.0
     cmyk = Image.fromarray(rgb).convert("CMYK")
     cmyk.save(folder / "cmyk.tif")

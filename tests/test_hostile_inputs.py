@@ -218,7 +218,8 @@ def test_diffbir_pair_names_which_file_is_wrong(tmp_path, capsys):
     """A ControlNet slot given another model's file: the error names that file and its option, not the SD file."""
     sd, other = DIFFBIR_FIXTURES / "sd_tiny.ckpt", _save_state(tmp_path / "rrdbnet.pth", RRDBNET_LIKE)
     config = DIFFBIR_FIXTURES / "cldm_tiny.yaml"
-    argv = ["diffbir", "--sd", str(sd), "--controlnet", str(other), "--config", str(config), "--out", str(tmp_path / "o")]
+    argv = ["diffbir", "--sd", str(sd), "--controlnet", str(other), "--config", str(config),
+            "--out", str(tmp_path / "o")]
     assert convert_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"checkpoints_conversion: error: {other} (--controlnet): LDM ControlNet: unused source "
