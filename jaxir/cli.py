@@ -205,13 +205,13 @@ def _train_ldm(args, config) -> str:
 
 
 def _train_cldm(args, config) -> str:
-    from jaxir.restorers.trained import restore
+    from jaxir.restorers.trained import training_stage1
     from jaxir.train.diffusion import train_connector
     from jaxir.train.restorer import TASKS
 
     if args.ldm is None:
         raise JaxirInputError("--task cldm needs --ldm DIR (the model of --task ldm)")
-    path = train_connector(args.out, args.ldm, {task: restore for task in TASKS}, train_config=config,
+    path = train_connector(args.out, args.ldm, training_stage1(TASKS), train_config=config,
                            data=_diffusion_data(args), seed=args.seed, progress=not args.quiet,
                            command=_train_command())
     return f"trained CLDM written to {path}"

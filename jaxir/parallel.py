@@ -73,3 +73,11 @@ def shard_batch(x, mesh: jax.sharding.Mesh):
     x = np.asarray(x)
     sharding = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def shard_samples(x, sample_ids: np.ndarray, mesh: jax.sharding.Mesh):
+    """``(x, sample_ids)`` padded to a multiple of the mesh size (the last sample repeated, so padding rows draw
+    that sample's noise and are dropped afterwards) with ``x`` sharded over the ``data`` axis."""
+    size = padded_size(x.shape[0], mesh)
+    ids = np.asarray(sample_ids)
+    return shard_batch(pad_batch(x, size), mesh), np.concatenate([ids, np.repeat(ids[-1:], size - len(ids))])

@@ -15,11 +15,28 @@ Mittal, Soundararajan & Bovik, "Making a 'Completely Blind' Image Quality Analyz
 
 Flat regions, as MATLAB treats them: a block without negative (or positive) values has an undefined
 one-sided deviation (``mean([])`` = NaN); MATLAB's ``min`` over an all-NaN array returns its first index, so
-α = 0.2, and the NaN entries are dropped by ``nanmean``/``nancov``. In exact arithmetic, flat (and symmetric) neighbourhoods give
-MSCN coefficients of exactly 0; in floating point they come out as ±1e-13 noise whose sign flips the pixel
-between the two sides of the AGGD fit. Everything here runs in float64 and differences below 1e-9 grey
-levels are set to 0, so the score is the exact-arithmetic one; float32 implementations (pyiqa, BasicSR's
-resize), or ones on the 16..235 Y channel (where black becomes 16), drift on such images. ``pinv`` uses MATLAB's tolerance ``max(size)·eps·‖A‖₂``.
+α = 0.2, and the NaN entries are dropped by ``nanmean``/``nancov``.
+
+Flat and symmetric neighbourhoods, as MATLAB computes them (:func:`_mscn`): where the window's weighted mean
+equals the centre pixel c in exact arithmetic (all 49 values equal, or values balancing around the centre),
+MATLAB's ``im − μ`` is not 0 but a residue of ~1e-14 with the sign of c, and that sign alone moves the pixel
+between the two sides of the AGGD fit. The cause is documented behaviour: ``fspecial`` and
+``window/sum(sum(window))`` normalise in floating point, and ``imfilter`` applies the window through its own
+float weights (for double input and this rank-one 7×7 kernel, ``imfilter.m`` of 2013, whose separable path
+starts at 49 elements for double, filters with the SVD factors ``u(:,1)·sqrt(s(1))`` and
+``v(:,1)'·sqrt(s(1))``; later versions, whose threshold is 150 (``getSeparableFilterThreshold``), call ``conv2``
+with the 2-D window). Those weights sum to 1 only up
+to round-off, and here slightly below it (in float64 with NumPy: the window's entries exactly to 1 − 2.0e-17,
+the SVD factors to 1 − 8.8e-17), so μ = c·Σw lies just below |c| and ``im − μ`` keeps the sign of c (0 for
+c = 0, where every product is 0). MATLAB's accumulation order and SVD round-off are not documented to the last
+bit, and a literal float re-enactment depends on both (7.81 to 8.00 on the release's ``image3.bmp`` for
+plausible orders), so jaxir applies the rule instead: a residual below :data:`ZERO_TOLERANCE` (its own filter's
+round-off is ~1e-13) becomes ``im − nextafter(im, 0)``, μ rounded just towards 0. On ``image3.bmp``, whose
+posterised regions are flat, this gives 8.0364 against MATLAB's published 8.0362 (exact zeros: 7.6303); the
+other three release images have no such regions and agree to 1e-4 either way (tests/test_niqe.py).
+Everything runs in float64; float32 implementations (pyiqa, BasicSR's resize), or ones on the 16..235
+Y channel (where black becomes 16), drift on such images. ``pinv`` uses MATLAB's tolerance
+``max(size)·eps·‖A‖₂``.
 """
 
 from __future__ import annotations
@@ -39,7 +56,7 @@ from jaxir.validation import as_rgb_batch, require_min_size
 BLOCK = 96
 FEATURES_PER_SCALE = 18
 SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # circshift offsets of computefeature.m
-ZERO_TOLERANCE = 1e-9  # grey levels (0..255): |im − μ| below this is round-off of an exact zero
+ZERO_TOLERANCE = 1e-9  # grey levels (0..255): |im − μ| below this is an exact zero plus round-off
 
 
 @functools.cache
@@ -80,14 +97,16 @@ def _filter_replicate(im):
 def _mscn(im):
     """Mean-subtracted contrast-normalised coefficients ``(im − μ)/(σ + 1)`` (eq. 1 of the paper).
 
-    ``im − μ`` below :data:`ZERO_TOLERANCE` grey levels is set to exactly 0: on 8-bit inputs such values are
-    the round-off of an exactly-zero difference (a flat or symmetric neighbourhood), and its sign would
-    otherwise decide which side of the AGGD fit the pixel joins.
+    Where ``im − μ`` is below :data:`ZERO_TOLERANCE` grey levels (a flat or symmetric neighbourhood: exactly 0
+    in exact arithmetic) it is replaced by ``im − nextafter(im, 0)``, one unit in the last place with the sign
+    of ``im``: MATLAB's window weights sum to slightly less than 1, so its μ lies just below |im| (module
+    docstring). The value is negligible in every sum of the AGGD fit; its sign decides the pixel's side.
     """
     mu = _filter_replicate(im)
     sigma = jnp.sqrt(jnp.abs(_filter_replicate(im * im) - mu * mu))
     centred = im - mu
-    return jnp.where(jnp.abs(centred) < ZERO_TOLERANCE, 0.0, centred) / (sigma + 1.0)
+    residue = im - jnp.nextafter(im, jnp.zeros_like(im))
+    return jnp.where(jnp.abs(centred) < ZERO_TOLERANCE, residue, centred) / (sigma + 1.0)
 
 
 def _halve(im):

@@ -65,6 +65,12 @@ def check(settings=None) -> str | None:
     return _check(MODELS.values())
 
 
+def training_stage1(tasks) -> dict:
+    """The shipped ``jaxir_cnn`` as the stage-1 restore function ``(lq, degradation)`` of each training task (what
+    ``jaxir train --task cldm`` conditions the small CLDM's connector on)."""
+    return {task: restore for task in tasks}
+
+
 JAXIR_CNN = register(Restorer(
     "jaxir_cnn", lambda settings: deterministic(restore), ("sr", "deblur"), "learned",
     "jaxir's residual CNN (bicubic + 4 residual blocks, 32 channels), trained here on dead leaves: SR ×2, ×4, "
