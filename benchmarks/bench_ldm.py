@@ -168,7 +168,8 @@ def current_rss_bytes() -> int:
 
 def prepare(cache: Path, tiny: bool) -> None:
     """diffusers modules with random weights everywhere (zero-initialised layers and norms included): matrices and
-    kernels N(0, 1/fan_in), norm scales 1 + 0.1·N, biases 0.1·N; one generator per model, seeded."""
+    kernels N(0, 1/fan_in), norm scales 1 + 0.1·N, biases 0.1·N; one generator per model, seeded. The modules are
+    built on the meta device: only their parameter names and shapes are used."""
     import math
 
     import diffusers
@@ -179,8 +180,8 @@ def prepare(cache: Path, tiny: bool) -> None:
     for seed, (name, cls) in enumerate((("unet", diffusers.UNet2DConditionModel),
                                         ("controlnet", diffusers.ControlNetModel),
                                         ("vae", diffusers.AutoencoderKL))):
-        torch.manual_seed(SEED + seed)
-        model = cls(**kw[name])
+        with torch.device("meta"):
+            model = cls(**kw[name])
         if name == "controlnet":
             del model.controlnet_cond_embedding   # IRControlNet has no hint network (see ZeroHint)
         gen = torch.Generator().manual_seed(SEED + seed)
@@ -322,11 +323,123 @@ def flash_attention(q_chunk: int, k_chunk: int):
     return attention
 
 
+# ---- the compared functions, built once for bench_ldm's workers and device_check's ----------------------------
+
+def torch_networks(cache: Path, tiny: bool, names) -> dict:
+    """diffusers modules (``unet``, ``controlnet``, ``vae``) from the prepared weights, in eval mode on the CPU:
+    built on the meta device and filled with ``load_state_dict(assign=True)`` (no second copy of the weights).
+    The ControlNet's hint network is replaced by a zero: IRControlNet has none."""
+    import diffusers
+    import torch
+
+    class ZeroHint(torch.nn.Module):
+        """Stands for the hint network IRControlNet lacks: adds nothing to ``conv_in``'s output."""
+
+        def forward(self, cond):
+            return torch.zeros((), dtype=cond.dtype, device=cond.device)
+
+    classes = {"unet": diffusers.UNet2DConditionModel, "controlnet": diffusers.ControlNetModel,
+               "vae": diffusers.AutoencoderKL}
+    kw = diffusers_kwargs(tiny)
+    models = {}
+    for name in names:
+        with torch.device("meta"):
+            model = classes[name](**kw[name])
+        if name == "controlnet":
+            model.controlnet_cond_embedding = ZeroHint()
+        state = {k: torch.from_numpy(v) for k, v in NpyDir(cache / name).items()}
+        model.load_state_dict(state, strict=True, assign=True)
+        models[name] = model.eval()
+    return models
+
+
+def torch_eps(unet, control, ctx):
+    """ControlLDM's ε(x, hint, t) on NCHW tensors: the IRControlNet fed ``cat(x, hint)``, its residuals (scale 1)
+    added to the UNet."""
+    import torch
+
+    def eps(x, hint, t):
+        down, mid = control(torch.cat([x, hint], dim=1), t, encoder_hidden_states=ctx, controlnet_cond=x,
+                            conditioning_scale=1.0, return_dict=False)
+        return unet(x, t, encoder_hidden_states=ctx, down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid, return_dict=False)[0]
+
+    return eps
+
+
+def torch_ddim_restore(vae, eps, steps: int):
+    """``restore(image, x_T)``: encode the condition, ``steps`` deterministic DDIM steps from ``x_T``, decode."""
+    import torch
+
+    sched = ddim_values(steps).schedule
+
+    def restore(image, x_T):
+        c = vae.encode(2 * image - 1).latent_dist.mode() * SCALE
+        z = x_T
+        for t, a, a_prev in zip(sched.timesteps, sched.alphas_cumprod, sched.alphas_cumprod_prev):
+            e = eps(z, c, torch.full((z.shape[0],), int(t), device=z.device))
+            x0 = (z - float(np.sqrt(1 - a)) * e) / float(np.sqrt(a))
+            z = float(np.sqrt(a_prev)) * x0 + float(np.sqrt(1 - a_prev)) * e
+        return vae.decode(z / SCALE).sample
+
+    return restore
+
+
+def jax_params(cache: Path, tiny: bool, names) -> dict:
+    """jaxir parameters (``unet``, ``controlnet``, ``vae``) converted from the prepared weights by the diffusers
+    converters, leaf by leaf onto the default device."""
+    sys.path.insert(0, str(ROOT))
+    from checkpoints_conversion.unet_keys import convert_controlnet, convert_unet
+    from checkpoints_conversion.vae_keys import convert_vae
+
+    unet_cfg, control_cfg, vae_cfg = jaxir_configs(tiny)
+    convert = {"unet": lambda d: convert_unet(d, unet_cfg, layout="diffusers"),
+               "controlnet": lambda d: convert_controlnet(d, control_cfg, layout="diffusers"),
+               "vae": lambda d: convert_vae(d, vae_cfg, layout="diffusers")}
+    return {name: to_device(convert[name](NpyDir(cache / name))) for name in names}
+
+
+def jax_eps(tiny: bool):
+    """``eps(unet_params, control_params, x, hint, t, ctx, scales)``: the same ε as :func:`torch_eps` (NHWC)."""
+    from jaxir.models.controlnet import ControlNet
+    from jaxir.models.unet import UNetModel
+
+    unet_cfg, control_cfg, _ = jaxir_configs(tiny)
+    unet, control = UNetModel(unet_cfg), ControlNet(control_cfg)
+
+    def eps(unet_params, control_params, x, hint, t, ctx, scales):
+        features = control.apply({"params": control_params}, x, hint, t, ctx, control_scales=scales)
+        return unet.apply({"params": unet_params}, x, t, ctx, control=features)
+
+    return eps
+
+
+def jax_ddim_restore(tiny: bool, steps: int):
+    """``restore(params, image, x_T, ctx, values)``: :func:`torch_ddim_restore` with jaxir's pipeline code
+    (``CLDM.encode_condition``, :func:`jaxir.pipelines.sampling.sample_latent`, ``decode``); ``values`` is
+    :func:`ddim_values`."""
+    import jax.numpy as jnp
+
+    from jaxir.models.cldm import CLDM, ControlLDMConfig
+    from jaxir.models.text import TextEncoderConfig
+    from jaxir.pipelines.sampling import Conditions, SamplerSpec, sample_latent
+
+    model = CLDM(ControlLDMConfig(*jaxir_configs(tiny), TextEncoderConfig()))
+    spec = SamplerSpec("ddim", steps, use_cfg=False)
+
+    def restore(params, image, x_T, ctx, values):
+        c = model.encode_condition(params, image)
+        noise = jnp.zeros((spec.steps, *x_T.shape), jnp.float32)   # η = 0: unused
+        z = sample_latent(model, params, spec, Conditions(c, ctx, ctx), x_T, noise, values)
+        return model.decode(params, z)
+
+    return restore
+
+
 # ---- workers ------------------------------------------------------------------------------------------------------
 
 class TorchSide:
     def __init__(self, args, cache: Path):
-        import diffusers
         import torch
 
         torch.set_num_threads(2)
@@ -334,63 +447,29 @@ class TorchSide:
         self.rss_imports = current_rss_bytes()
         kw = diffusers_kwargs(args.tiny)
         t0 = time.perf_counter()
-
-        def load(cls, name, kwargs, edit=None):
-            with torch.device("meta"):
-                model = cls(**kwargs)
-            if edit:
-                edit(model)
-            state = {k: torch.from_numpy(v) for k, v in NpyDir(cache / name).items()}
-            model.load_state_dict(state, strict=True, assign=True)
-            return model.eval()
-
         data = inputs(args.what, args.size, args.batch, kw["context_dim"])
+
         def nchw(a):
             return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
 
         if args.what in ("unet", "restore"):
-            class ZeroHint(torch.nn.Module):
-                """Stands for the hint network IRControlNet lacks: adds nothing to ``conv_in``'s output."""
-
-                def forward(self, cond):
-                    return torch.zeros((), dtype=cond.dtype)
-
-            def no_hint(m):
-                m.controlnet_cond_embedding = ZeroHint()
-
-            unet = load(diffusers.UNet2DConditionModel, "unet", kw["unet"])
-            control = load(diffusers.ControlNetModel, "controlnet", kw["controlnet"], no_hint)
-            self.params = sum(p.numel() for p in unet.parameters()) + sum(p.numel() for p in control.parameters())
-            ctx = torch.from_numpy(data["ctx"])
-
-            def eps(x, hint, t):
-                down, mid = control(torch.cat([x, hint], dim=1), t, encoder_hidden_states=ctx, controlnet_cond=x,
-                                    conditioning_scale=1.0, return_dict=False)
-                return unet(x, t, encoder_hidden_states=ctx, down_block_additional_residuals=down,
-                            mid_block_additional_residual=mid, return_dict=False)[0]
-
+            names = ("unet", "controlnet") + (("vae",) if args.what == "restore" else ())
+            nets = torch_networks(cache, args.tiny, names)
+            eps = torch_eps(nets["unet"], nets["controlnet"], torch.from_numpy(data["ctx"]))
             if args.what == "unet":
                 x, hint, t = nchw(data["x"]), nchw(data["hint"]), torch.from_numpy(data["t"])
 
                 def step():
                     return eps(x, hint, t)
             else:
-                vae = load(diffusers.AutoencoderKL, "vae", kw["vae"])
-                self.params += sum(p.numel() for p in vae.parameters())
+                restore = torch_ddim_restore(nets["vae"], eps, args.steps)
                 image, x_T = nchw(data["x"]), nchw(data["x_T"])
-                sched = ddim_values(args.steps).schedule
 
                 def step():
-                    c = vae.encode(2 * image - 1).latent_dist.mode() * SCALE
-                    z = x_T
-                    for t, a, a_prev in zip(sched.timesteps, sched.alphas_cumprod, sched.alphas_cumprod_prev):
-                        e = eps(z, c, torch.full((z.shape[0],), int(t)))
-                        x0 = (z - float(np.sqrt(1 - a)) * e) / float(np.sqrt(a))
-                        z = float(np.sqrt(a_prev)) * x0 + float(np.sqrt(1 - a_prev)) * e
-                    return vae.decode(z / SCALE).sample
+                    return restore(image, x_T)
         else:
-            vae = load(diffusers.AutoencoderKL, "vae", kw["vae"])
-            self.params = sum(p.numel() for p in vae.parameters())
+            nets = torch_networks(cache, args.tiny, ("vae",))
+            vae = nets["vae"]
             if args.what == "vae-encode":
                 x = nchw(data["x"])
 
@@ -401,6 +480,7 @@ class TorchSide:
 
                 def step():
                     return vae.decode(z / SCALE).sample
+        self.params = sum(p.numel() for net in nets.values() for p in net.parameters())
         self.load_s = time.perf_counter() - t0
         self.step = step
         self.compile_s = None
@@ -420,10 +500,6 @@ class JaxSide:
         import jax.numpy as jnp
 
         sys.path.insert(0, str(ROOT))
-        from checkpoints_conversion.unet_keys import convert_controlnet, convert_unet
-        from checkpoints_conversion.vae_keys import convert_vae
-        from jaxir.models.controlnet import ControlNet
-        from jaxir.models.unet import UNetModel
         from jaxir.models.vae import AutoencoderKL
 
         self.jax = jax
@@ -445,54 +521,28 @@ class JaxSide:
                 jaxir.models.unet.attention = jaxir.models.vae.attention = fn
             elif option != "trim":
                 raise SystemExit(f"unknown variant option {option!r}")
-        unet_cfg, control_cfg, vae_cfg = jaxir_configs(args.tiny)
         kw = diffusers_kwargs(args.tiny)
-
-
         t0 = time.perf_counter()
         data = {k: jnp.asarray(v) for k, v in inputs(args.what, args.size, args.batch, kw["context_dim"]).items()}
         if args.what == "unet":
-            unet_params = to_device(convert_unet(NpyDir(cache / "unet"), unet_cfg, layout="diffusers"))
-            control_params = to_device(convert_controlnet(NpyDir(cache / "controlnet"), control_cfg,
-                                                          layout="diffusers"))
-            unet, control = UNetModel(unet_cfg), ControlNet(control_cfg)
-            scales = jnp.ones((control_cfg.num_outputs,), jnp.float32)
-
-            def step(unet_params, control_params, x, hint, t, ctx, scales):
-                features = control.apply({"params": control_params}, x, hint, t, ctx, control_scales=scales)
-                return unet.apply({"params": unet_params}, x, t, ctx, control=features)
-
-            self.args = (unet_params, control_params, data["x"], data["hint"], data["t"], data["ctx"], scales)
-            params = (unet_params, control_params)
+            params = jax_params(cache, args.tiny, ("unet", "controlnet"))
+            scales = jnp.ones((jaxir_configs(args.tiny)[1].num_outputs,), jnp.float32)
+            step = jax_eps(args.tiny)
+            self.args = (params["unet"], params["controlnet"], data["x"], data["hint"], data["t"], data["ctx"],
+                         scales)
         elif args.what == "restore":
-            from jaxir.models.cldm import CLDM, ControlLDMConfig
-            from jaxir.models.text import TextEncoderConfig
-            from jaxir.pipelines.sampling import Conditions, SamplerSpec, sample_latent
-
-            params = {"unet": to_device(convert_unet(NpyDir(cache / "unet"), unet_cfg, layout="diffusers")),
-                      "controlnet": to_device(convert_controlnet(NpyDir(cache / "controlnet"), control_cfg,
-                                                                 layout="diffusers")),
-                      "vae": to_device(convert_vae(NpyDir(cache / "vae"), vae_cfg, layout="diffusers"))}
-            model = CLDM(ControlLDMConfig(unet_cfg, control_cfg, vae_cfg, TextEncoderConfig()))
-            spec, values = SamplerSpec("ddim", args.steps, use_cfg=False), ddim_values(args.steps)
-
-            def step(params, image, x_T, ctx, values):
-                c = model.net.apply({"params": params}, image, method="encode_condition")
-                noise = jnp.zeros((spec.steps, *x_T.shape), jnp.float32)   # η = 0: unused
-                z = sample_latent(model, params, spec, Conditions(c, ctx, ctx), x_T, noise, values)
-                return model.net.apply({"params": params}, z, method="decode")
-
-            self.args = (params, data["x"], data["x_T"], data["ctx"], values)
+            params = jax_params(cache, args.tiny, ("unet", "controlnet", "vae"))
+            step = jax_ddim_restore(args.tiny, args.steps)
+            self.args = (params, data["x"], data["x_T"], data["ctx"], ddim_values(args.steps))
         else:
-            vae_params = to_device(convert_vae(NpyDir(cache / "vae"), vae_cfg, layout="diffusers"))
-            model = AutoencoderKL(vae_cfg)
+            params = jax_params(cache, args.tiny, ("vae",))["vae"]
+            model = AutoencoderKL(jaxir_configs(args.tiny)[2])
             method = "encode_latent" if args.what == "vae-encode" else "decode"
 
             def step(vae_params, inp):
                 return model.apply({"params": vae_params}, inp, method=method)
 
-            self.args = (vae_params, data["x"] if args.what == "vae-encode" else data["z"])
-            params = vae_params
+            self.args = (params, data["x"] if args.what == "vae-encode" else data["z"])
         self.params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
         self.load_s = time.perf_counter() - t0
         if "trim" in options:

@@ -14,10 +14,10 @@ Pieces (``--pieces``, comma-separated; sizes in image pixels, latents are /8):
 * ``text``: the conditioner (``SUPIRNet.condition``: both text towers, size embeddings) on one prompt.
 * ``step``: one guided denoiser evaluation of the sampler at ``--size``² (latent 128² at 1024²), untiled:
   ``DiscreteDenoiserWithControl`` (EpsScaling) around GLVControl + LightGLVUNet on the CFG batch of 2 =
-  [uncond; cond], then ``uncond + s·(cond − uncond)`` (``SUPIR.sample``'s ``denoise``). The sampler's ``lax.scan``
-  over steps adds only a few latents to this.
+  [uncond; cond], then ``uncond + s·(cond − uncond)`` (``jaxir.pipelines.supir.sample_restore_edm``'s denoiser). The
+  sampler's ``lax.scan`` over steps adds only a few latents to this.
 * ``step-tiled``: the same with SUPIR's tiled sampling (``--tile``/``--tile-stride`` latent pixels, 128/64 as in
-  ``options/SUPIR_v0_tiled.yaml``): :func:`jaxir.pipelines.supir.tiled_blend` (one tile at a time in a
+  ``options/SUPIR_v0_tiled.yaml``): :func:`jaxir.tiling.tiled_blend` (one tile at a time in a
   ``lax.scan``, Gaussian blending) as the pipeline's tiled sampler runs it. At 1024² the latent is one 128² tile,
   so this equals ``step`` (and is left out of the default pieces); ``step-large`` / ``step-large-tiled`` are the
   pair at ``--large``² (1536²: latent 192², 2 × 2 tiles).
@@ -67,11 +67,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxir.diffusion import restore_edm
+from jaxir.diffusion.denoiser import denoiser
+from jaxir.diffusion.guidance import classifier_free_guidance
 from jaxir.models import supir
 from jaxir.models.text import TextEncoderConfig
 from jaxir.models.vae import VAEConfig
-from jaxir.pipelines.supir import tiled_blend
-from jaxir.tiling import tile_starts
+from jaxir.tiling import tile_starts, tiled_blend
 
 PIECES = ("text", "step", "step-tiled", "step-large", "step-large-tiled", "vae-encode", "vae-encode-tiled",
           "vae-decode", "vae-decode-tiled")
@@ -150,18 +151,29 @@ class Piece:
     def own_peak(self) -> int:
         return self.params_used + self.inputs + self.output + self.temp - self.alias
 
+    def restoration_peak(self, all_params: int) -> int:
+        """The estimated peak during a restoration: every parameter resident (``all_params`` bytes) + this
+        piece's inputs, output and temp + the blending buffers outside it."""
+        return all_params - self.params_used + self.own_peak + self.extra
+
+
+def with_activations(fn, activations: str, dtype):
+    """``fn`` as it is (``jaxir``), or with every Flax module's output cast to ``dtype`` (``cast``)."""
+    if activations != "cast":
+        return fn
+
+    def wrapped(*args):
+        with nn.intercept_methods(cast_outputs(dtype)):
+            return fn(*args)
+
+    return wrapped
+
 
 def analyse(name, activations, detail, fn, params, inputs, dtype, extra=0) -> Piece:
     """Compile ``fn(params, *inputs)`` (``jax.jit`` drops parameters the program does not use) and read its
     buffer sizes."""
-    def wrapped(p, *a):
-        if activations == "cast":
-            with nn.intercept_methods(cast_outputs(dtype)):
-                return fn(p, *a)
-        return fn(p, *a)
-
     t0 = time.perf_counter()
-    lowered = jax.jit(wrapped).lower(params, *inputs)
+    lowered = jax.jit(with_activations(fn, activations, dtype)).lower(params, *inputs)
     compiled = lowered.compile()
     seconds = time.perf_counter() - t0
     mem = compiled.memory_analysis()
@@ -178,15 +190,20 @@ def step_fn(config: supir.SUPIRConfig, tile: int | None = None, stride: int | No
     """``fn(params, x, sigma, cond_ctx, cond_vec, uncond_ctx, uncond_vec, control, cfg, control_scale)``: one
     CFG-guided denoiser evaluation (untiled, or tiled as the pipeline's tiled sampler does it)."""
     net = supir.SUPIRNetwork(config.diffusion)
-    table = config.diffusion.sigma_table()
+    d = config.diffusion
+    table = restore_edm.legacy_ddpm_sigmas(d.num_timesteps, d.linear_start, d.linear_end)
 
     def guided(params, x, sigma, c_ctx, c_vec, u_ctx, u_vec, control, cfg, control_scale):
-        both = {"crossattn": jnp.concatenate([u_ctx, c_ctx]), "vector": jnp.concatenate([u_vec, c_vec]),
-                "control": jnp.concatenate([control, control])}
-        network = lambda x_in, t: net.apply({"params": params}, x_in, t, both, control_scale)  # noqa: E731
-        out = restore_edm.discrete_eps_denoiser(network, table, jnp.concatenate([x, x]), sigma)
-        out_uncond, out_cond = jnp.split(out, 2)
-        return (out_uncond + cfg * (out_cond - out_uncond)).astype(x.dtype)   # the σ table is float32
+        def denoise_cond(x_in, level, c, step):
+            def network(z, t, i):
+                return net.apply({"params": params}, z, jnp.broadcast_to(t, (z.shape[0],)), c, control_scale)
+
+            return denoiser(network, "eps", table, np.arange(len(table)), quantize=True)(x_in, level, step)
+
+        cond = {"crossattn": c_ctx, "vector": c_vec, "control": control}
+        uncond = {"crossattn": u_ctx, "vector": u_vec, "control": control}
+        out = classifier_free_guidance(denoise_cond, cond, uncond, cfg)(x, sigma, 0)
+        return out.astype(x.dtype)   # the σ table is float32
 
     if tile is None:
         return guided
@@ -195,7 +212,7 @@ def step_fn(config: supir.SUPIRConfig, tile: int | None = None, stride: int | No
         c = x.shape[-1]
         fn = lambda t: guided(params, t[..., :c], sigma, c_ctx, c_vec, u_ctx, u_vec, t[..., c:], cfg,  # noqa: E731
                               control_scale)
-        return tiled_blend(fn, jnp.concatenate([x, control], axis=-1), tile, stride, c)
+        return tiled_blend(fn, jnp.concatenate([x, control], axis=-1), tile, stride)
 
     return tiled
 
@@ -322,7 +339,7 @@ def main():
                 r = vae_piece(name, config, params, dtype, act, size, vae_tile if tiled else None,
                               overlap if tiled else None)
             results.append(r)
-            peak = all_params - r.params_used + r.own_peak + r.extra
+            peak = r.restoration_peak(all_params)
             print(f"{name} [{act}]: compiled in {r.compile_s:.1f} s; params {fmt(r.params_used)}, temp "
                   f"{fmt(r.temp)}, est. peak {fmt(peak)} GiB", flush=True)
 
@@ -331,7 +348,7 @@ def main():
               "compile s |")
     rows = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
-        peak = all_params - r.params_used + r.own_peak + r.extra
+        peak = r.restoration_peak(all_params)
         rows.append(f"| {r.name} | {r.activations} | {r.detail} | {fmt(r.params_used)} | {fmt(r.inputs)} | "
                     f"{fmt(r.output)} | {fmt(r.temp)} | {fmt(r.alias)} | {fmt(r.own_peak)} | {fmt(peak)} | "
                     f"{'yes' if peak <= ACCELERATOR else 'NO'} | {'yes' if peak <= CPU_MACHINE else 'NO'} | "

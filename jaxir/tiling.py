@@ -1,9 +1,13 @@
-"""Tiled application of a spatial function to images larger than memory allows.
+"""Tiled application of a spatial function to images larger than memory allows: one blend loop
+(:func:`blend_tiles`), parameterised by the windows and the per-pixel weights, behind two tilings.
 
-The image is covered by equal tiles (``tile``, overlapping by at least ``overlap``; the last row/column of tiles is
-shifted back to end at the border, so every tile has the same shape and the function compiles once). Outputs are
-blended with per-pixel weights: ``"gaussian"`` (σ = tile/8 around the tile centre, as DiffBIR's and SUPIR's tiled
-samplers and Mixture-of-Diffusers use) or ``"uniform"`` (plain average of the overlaps).
+* :func:`tiled_apply` — equal tiles (``tile``, overlapping by at least ``overlap``; the last row/column of tiles is
+  shifted back to end at the border, so every tile has the same shape and the function compiles once), weights
+  ``"gaussian"`` (σ = tile/8 around the tile centre, as DiffBIR's tiled sampler and Mixture-of-Diffusers use) or
+  ``"uniform"`` (plain average of the overlaps); output tiles may be scaled (VAE encoders and decoders);
+* :func:`tiled_blend` — SUPIR's latent tiles (sgm ``_sliding_windows``, :func:`tile_windows`) and Gaussian weights
+  (:func:`supir_tile_weights`), one tile at a time in a ``lax.scan`` (the program holds one ``fn`` whatever the
+  number of tiles; only one tile's activations are live).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxir.errors import JaxirInputError
+
+SUPIR_TILE_VAR = 0.01    # sgm ``gaussian_weights``: variance in units of the tile size² (σ = tile / 10)
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -42,6 +48,38 @@ def blend_weights(height: int, width: int, kind: str = "gaussian") -> np.ndarray
     return np.outer(profile(height), profile(width)).astype(np.float32)
 
 
+def blend_tiles(fn: Callable[[jax.Array], jax.Array], x: jax.Array, rows, cols, tile: tuple[int, int],
+                weight: np.ndarray, scale: float = 1, scan: bool = False) -> jax.Array:
+    """``fn`` on the ``tile`` = (th, tw) windows of NHWC ``x`` at every (row, column) start, each output tile
+    (``weight.shape``, the window × ``scale``) multiplied by ``weight`` and added in place, the sum divided by the
+    summed weights. ``scan``: one window at a time in a ``lax.scan`` (inside a jit: one ``fn`` in the program), else
+    a Python loop (eagerly: a jitted ``fn`` compiles once per tile shape)."""
+    b, height, width, channels = x.shape
+    th, tw = tile
+    out_th, out_tw = weight.shape
+    corners = np.array([(r, c, round(r * scale), round(c * scale)) for r in rows for c in cols], np.int32)
+    out = jax.eval_shape(fn, jax.ShapeDtypeStruct((b, th, tw, channels), x.dtype))
+    out_shape = (b, round(height * scale), round(width * scale), out.shape[-1])
+    total_weight = np.zeros(out_shape[1:3])
+    for _, _, r, c in corners:
+        total_weight[r:r + out_th, c:c + out_tw] += weight
+    w = jnp.asarray(weight, out.dtype)[None, :, :, None]
+
+    def add_tile(total, corner):
+        y = fn(jax.lax.dynamic_slice(x, (0, corner[0], corner[1], 0), (b, th, tw, channels)))
+        start = (0, corner[2], corner[3], 0)
+        here = jax.lax.dynamic_slice(total, start, y.shape)
+        return jax.lax.dynamic_update_slice(total, here + y * w, start), None
+
+    total = jnp.zeros(out_shape, out.dtype)
+    if scan:
+        total, _ = jax.lax.scan(add_tile, total, jnp.asarray(corners))
+    else:
+        for corner in corners.tolist():
+            total, _ = add_tile(total, corner)
+    return total / jnp.asarray(total_weight, out.dtype)[None, :, :, None]
+
+
 def tiled_apply(fn: Callable[[jax.Array], jax.Array], x: jax.Array, tile: int, overlap: int, scale: float = 1,
                 weighting: str = "gaussian") -> jax.Array:
     """``fn`` applied to overlapping ``tile × tile`` crops of NHWC ``x`` and blended into one output.
@@ -54,16 +92,33 @@ def tiled_apply(fn: Callable[[jax.Array], jax.Array], x: jax.Array, tile: int, o
         return fn(x)
     th, tw = min(tile, height), min(tile, width)
     rows, cols = tile_starts(height, th, overlap), tile_starts(width, tw, overlap)
-    out_th, out_tw = round(th * scale), round(tw * scale)
-    weight = jnp.asarray(blend_weights(out_th, out_tw, weighting))[None, :, :, None]
-    total = weights = None
-    for top in rows:
-        for left in cols:
-            y = fn(x[:, top:top + th, left:left + tw])
-            if total is None:
-                total = jnp.zeros((x.shape[0], round(height * scale), round(width * scale), y.shape[-1]), y.dtype)
-                weights = jnp.zeros((1, total.shape[1], total.shape[2], 1), y.dtype)
-            ot, ol = round(top * scale), round(left * scale)
-            total = total.at[:, ot:ot + out_th, ol:ol + out_tw].add(y * weight)
-            weights = weights.at[:, ot:ot + out_th, ol:ol + out_tw].add(weight)
-    return total / weights
+    weight = blend_weights(round(th * scale), round(tw * scale), weighting)
+    return blend_tiles(fn, x, rows, cols, (th, tw), weight, scale)
+
+
+def supir_tile_weights(height: int, width: int) -> np.ndarray:
+    """sgm ``gaussian_weights`` of a (height, width) tile: ``exp(−(i − m)²/(2·0.01·n²))`` per axis with the column
+    centre at ``(width − 1)/2`` and, as SUPIR writes it, the row centre at ``height/2``."""
+
+    def profile(n, mid):
+        i = np.arange(n)
+        return np.exp(-(i - mid) ** 2 / (n * n) / (2 * SUPIR_TILE_VAR)) / np.sqrt(2 * np.pi * SUPIR_TILE_VAR)
+
+    return np.outer(profile(height, height / 2), profile(width, (width - 1) / 2))
+
+
+def tile_windows(height: int, width: int, tile: int, stride: int) -> tuple[tuple[int, int], tuple[int, ...],
+                                                                          tuple[int, ...]]:
+    """``((tile_h, tile_w), row starts, column starts)`` of SUPIR's ``_sliding_windows`` (tiles clamped to the
+    latent; the last row/column of tiles ends at the border)."""
+    th, tw = min(tile, height), min(tile, width)
+    rows = tile_starts(height, th, max(th - stride, 0))
+    cols = tile_starts(width, tw, max(tw - stride, 0))
+    return (th, tw), tuple(rows), tuple(cols)
+
+
+def tiled_blend(fn: Callable[[jax.Array], jax.Array], x: jax.Array, tile: int, stride: int) -> jax.Array:
+    """``fn`` (B, th, tw, C) → (B, th, tw, C') on SUPIR's latent tiles of ``x`` (:func:`tile_windows`), blended with
+    :func:`supir_tile_weights`, one tile at a time in a ``lax.scan``."""
+    (th, tw), rows, cols = tile_windows(x.shape[1], x.shape[2], tile, stride)
+    return blend_tiles(fn, x, rows, cols, (th, tw), supir_tile_weights(th, tw), scan=True)

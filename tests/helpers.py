@@ -2,16 +2,20 @@
 
 ``FIXTURES`` is the one place that knows where the reference fixtures live (``../shared/fixtures`` beside the
 repository); :func:`needs_fixtures` skips a test with the missing path as the reason, never silently.
-:func:`compilations` counts traces and compilations through :mod:`jax.monitoring` (jaxir's public
-:class:`jaxir.cost.Meter`) for the tests that assert a program is not compiled again.
+:func:`compilations` counts compilations through :mod:`jax.monitoring` (jaxir's public :class:`jaxir.cost.Meter`),
+and :func:`compiled_functions` names the functions compiled in a block (``jax.log_compiles``), for the tests that
+assert a program is not compiled again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import re
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -51,3 +55,24 @@ def compilations():
 
     with Meter() as meter:
         yield lambda: meter.cost
+
+
+@contextlib.contextmanager
+def compiled_functions():
+    """``with compiled_functions() as names: ...`` then ``names`` lists the function of every compilation in the
+    block (``jax.log_compiles`` logs ``Compiling jit(NAME) …``), e.g. ``"sample_latent"``."""
+    names: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            match = re.match(r"Compiling jit\((.+?)\)", record.getMessage())
+            if match:
+                names.append(match.group(1))
+
+    handler, logger = Collect(), logging.getLogger("jax")
+    logger.addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            yield names
+    finally:
+        logger.removeHandler(handler)

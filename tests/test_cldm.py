@@ -112,3 +112,29 @@ def test_diffusers_folder_converts_like_its_state_dict(tmp_path):
     reference = {k: v.numpy() for k, v in model.state_dict().items()}
     assert state.keys() == reference.keys()
     assert all(np.array_equal(state[k], reference[k]) for k in state)
+
+
+def test_checkpoint_records_its_diffusion_process_and_the_pipeline_reads_it(tmp_path, converted):
+    """The diffusion process goes into config.json (default: SD 2.1's eps; v2.1's zero-SNR v-prediction from DiffBIR's
+    own diffusion_v2.1.yaml or the flags) and the DiffBIR pipeline samples with it: the same weights, settings and
+    key restore differently as a v-prediction checkpoint."""
+    from jaxir.degradations import Degradation
+    from jaxir.models.cldm import DiffusionProcess
+    from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings
+
+    yaml_file = tmp_path / "diffusion_v2.1.yaml"
+    yaml_file.write_text("target: diffbir.model.Diffusion\nparams:\n  linear_start: 0.00085\n  linear_end: 0.0120\n"
+                         "  timesteps: 1000\n  zero_snr: True\n  parameterization: v\n")
+    v_dir = convert_tiny_diffbir(tmp_path / "v", "--diffusion-config", str(yaml_file))
+    assert json.loads((v_dir / "config.json").read_text())["config"]["process"] == {
+        "linear_start": 0.00085, "linear_end": 0.012, "timesteps": 1000, "zero_snr": True, "parameterization": "v"}
+    eps_model, params = jaxir.load(converted)
+    v_model, _ = jaxir.load(convert_tiny_diffbir(tmp_path / "flags", "--parameterization", "v", "--zero-snr"))
+    assert eps_model.config.process == DiffusionProcess() and v_model.config.process == DiffusionProcess(
+        zero_snr=True, parameterization="v")
+    settings = DiffBIRSettings.preset("v2", steps=2, min_short_edge=0, cfg_scale=1.0, sampler="ddim")
+    lq = np.random.default_rng(0).random((1, 32, 32, 3)).astype(np.float32)
+    runs = [np.asarray(DiffBIR(m, params, settings, stage1=lambda x, *_: x)(lq, Degradation(blur_sigma=1.0),
+                                                                              jax.random.key(0)))
+            for m in (eps_model, v_model)]
+    assert np.abs(runs[0] - runs[1]).max() > 1e-3

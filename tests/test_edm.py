@@ -15,6 +15,7 @@ from diffusers import EulerDiscreteScheduler
 import kdiffusion_reference
 from jaxir.diffusion import edm
 from jaxir.diffusion import schedule as S
+from jaxir.diffusion.denoiser import denoiser
 
 STEPS = 10
 
@@ -67,7 +68,7 @@ def test_solvers_match_k_diffusion(solver, options, zero_snr):
         kwargs["noise_sampler"] = lambda sigma, sigma_next: next(draws)
     with _randn_like_from(noise):
         want = reference(_model_torch, torch.from_numpy(x), sigmas, disable=True, **kwargs).numpy()
-    got = np.asarray(jax.jit(lambda *a: edm.SOLVERS[solver](_model_jax, *a, **options))(x, noise, schedule))
+    got = np.asarray(jax.jit(lambda *a: edm.SOLVERS[solver](_model_jax, *a, **options))(x, schedule, noise))
     tolerance = 5e-5 if solver == "euler" else 5e-7
     assert np.abs(got - want).max() <= tolerance * np.abs(want).max()
 
@@ -90,8 +91,8 @@ def test_euler_matches_diffusers_scheduler():
     schedule = S.SigmaSchedule(sigmas=scheduler.sigmas.numpy(),
                                timesteps=np.append(scheduler.timesteps.numpy(), 0).astype(np.int64))
     network = lambda x, t, step: jnp.tanh(0.5 * x) * (1 + t / 1000.0)  # noqa: E731
-    got = edm.sample_euler(edm.discrete_denoiser(network, schedule, "eps"), x_jax,
-                           np.zeros((STEPS, *x_jax.shape), np.float32), schedule)
+    got = edm.sample_euler(denoiser(network, "eps", schedule.sigmas, schedule.timesteps), x_jax, schedule,
+                           np.zeros((STEPS, *x_jax.shape), np.float32))
     want = np.transpose(sample.numpy(), (0, 2, 3, 1))
     assert np.abs(np.asarray(got) - want).max() <= 2e-6 * np.abs(want).max()
 
@@ -119,7 +120,7 @@ def test_discrete_denoiser_preconditioning_and_snapping(parameterization):
 
     x = jnp.full((1, 2, 2, 1), 3.0)
     sigma = jnp.float32(2.3)
-    out = edm.discrete_denoiser(network, schedule, parameterization)(x, sigma, 0)
+    out = denoiser(network, parameterization, schedule.sigmas, schedule.timesteps)(x, sigma, 0)
     c_in = 1 / np.sqrt(2.3**2 + 1)
     expected = 3 - 2.3 * 6 * c_in if parameterization == "eps" else 3 / (2.3**2 + 1) - 2.3 * c_in * 6 * c_in
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6)
@@ -133,8 +134,8 @@ def test_solver_options_are_traced():
     @jax.jit
     def run(x, noise, schedule, churn, eta):
         traces.append(1)
-        a = edm.sample_euler(_model_jax, x, noise, schedule, s_churn=churn)
-        return a, edm.sample_dpmpp_3m_sde(_model_jax, x, noise, schedule, eta=eta)
+        a = edm.sample_euler(_model_jax, x, schedule, noise, s_churn=churn)
+        return a, edm.sample_dpmpp_3m_sde(_model_jax, x, schedule, noise, eta=eta)
 
     first = run(x, noise, schedule, 0.0, 1.0)
     second = run(x, noise * 0.5, schedule, 3.0, 0.0)

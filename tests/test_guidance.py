@@ -12,9 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import compiled_functions
 from jaxir.diffusion import samplers as Smp
 from jaxir.diffusion import schedule as S
-from jaxir.diffusion.guidance import diffbir_rescaled_cfg, edge_weight_map, restoration_guidance
+from jaxir.diffusion.denoiser import denoiser
+from jaxir.diffusion.guidance import diffbir_rescaled_cfg, edge_weight_map, guided, restoration_guidance
 from jaxir.errors import JaxirInputError
 
 TABLE = S.alphas_cumprod(S.sd_linear_betas())
@@ -22,7 +24,8 @@ SCHEDULE = S.spaced_schedule(TABLE, S.space_timesteps(1000, "10"))   # timesteps
 
 
 def row(i: int) -> S.SpacedSchedule:
-    """Step i of the 10-step schedule, as the sampler hands it to ``guide_x0`` (float32, int32 timestep)."""
+    """Step i of the 10-step schedule, as the sampler hands it to the denoiser and its guidance hook (float32, int32
+    timestep)."""
     return S.SpacedSchedule(*(jnp.asarray(a[i], jnp.int32 if name == "timesteps" else jnp.float32)
                               for name, a in zip(SCHEDULE._fields, SCHEDULE)))
 
@@ -155,24 +158,27 @@ def test_window_is_open_strictly_between_stop_and_start():
 
 
 def test_guidance_inside_the_sampler_is_traced():
-    """sample_ddpm with guide_x0: the x0 predictions of the trajectory equal the unguided x0 moved by the latent
-    MSE step at the steps inside the window only; scale and window are traced (one compiled program)."""
+    """sample_ddpm with the guidance hook in its denoiser: the x0 predictions of the trajectory equal the unguided x0
+    moved by the latent MSE step at the steps inside the window only; scale and window are traced (one compiled
+    program)."""
     rng = np.random.default_rng(4)
     x_T = jnp.asarray(rng.normal(size=(1, 4, 4, 4)).astype(np.float32))
     noise = jnp.asarray(rng.normal(size=(10, 1, 4, 4, 4)).astype(np.float32))
     target = jnp.asarray(rng.normal(size=(1, 4, 4, 4)).astype(np.float32))
 
-    def denoise(x, t, step):
+    def network(x, t, step):
         return 0.5 * x + 0.01 * t.astype(jnp.float32)
 
     @jax.jit
     def run(scale, t_start, t_stop):
         guide = restoration_guidance(target, scale=scale, t_start=t_start, t_stop=t_stop)
-        return Smp.sample_ddpm(denoise, x_T, noise, SCHEDULE, trajectory=True, guide_x0=guide)
+        return Smp.sample_ddpm(guided(denoiser(network, "eps"), guide), x_T, SCHEDULE, noise, trajectory=True)
 
-    z0, x0s = run(0.001, 778, 333)
-    run(0.002, 900, 100)
-    assert run._cache_size() == 1
+    z0, steps = run(0.001, 778, 333)
+    x0s = steps.denoised
+    with compiled_functions() as compiled:
+        run(0.002, 900, 100)
+    assert "run" not in compiled
     # replay by hand: unguided x0 from ε, then the closed-form MSE step at active steps
     x = np.asarray(x_T, np.float64)
     moved = 0.0

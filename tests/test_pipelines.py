@@ -18,14 +18,15 @@ import torch
 import torch.nn.functional as F
 
 import jaxir
-from helpers import DIFFBIR_FIXTURES, needs_fixtures
+from helpers import DIFFBIR_FIXTURES, compiled_functions, needs_fixtures
 from jaxir.degradations.pipeline import Degradation
 from jaxir.degradations.resize import resize_torch
 from jaxir.diffusion import schedule as S
 from jaxir.errors import JaxirInputError
 from jaxir.pipelines import sampling
 from jaxir.pipelines.colorfix import adain_color_fix, wavelet_color_fix
-from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings, short_edge_size
+from jaxir.models.cldm import DiffusionProcess
+from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings, process_alphas_cumprod, short_edge_size
 
 
 
@@ -108,14 +109,17 @@ def test_pipeline_sampler_matches_diffbir(tiny, name, parameterization, zero_snr
     recorded start latent and noise: ≤ 1e-5 of max |z0| (as the sampler test; DiffBIR also makes two calls)."""
     model, params = tiny
     ref = dict(np.load(DIFFBIR_FIXTURES / "fixtures.npz"))
-    settings = DiffBIRSettings(zero_snr=zero_snr, parameterization=parameterization, steps=10, cfg_scale=4.0)
-    values = settings.values()
+    process = DiffusionProcess(zero_snr=zero_snr, parameterization=parameterization)
+    settings = DiffBIRSettings(steps=10, cfg_scale=4.0)
+    alphas_cumprod = process_alphas_cumprod(process)
+    spec = settings.sampler_spec(process.parameterization)
+    values = settings.values(alphas_cumprod, spec)
     np.testing.assert_array_equal(values.schedule.timesteps, np.sort(ref[f"spaced_timesteps_{name}"])[::-1])
-    np.testing.assert_allclose(S.alphas_cumprod(ref[f"betas_{name}"]), settings.alphas_cumprod(), rtol=1e-6)
+    np.testing.assert_allclose(S.alphas_cumprod(ref[f"betas_{name}"]), alphas_cumprod, rtol=1e-6)
     with jax.default_matmul_precision("highest"):
         c_txt = model.encode_text(params, ["", "a photo of an astronaut, high quality"])
         cond = sampling.Conditions(jnp.asarray(ref["c_img"]), c_txt[1:2], c_txt[0:1])
-        z0 = sampling.sample_latent(model, params, settings.spec, cond, jnp.asarray(ref[f"sampler_xT_{name}"]),
+        z0 = sampling.sample_latent(model, params, spec, cond, jnp.asarray(ref[f"sampler_xT_{name}"]),
                                     jnp.asarray(ref[f"sampler_noise_{name}"]), values)
     expected = ref[f"sampler_z0_{name}"]
     assert float(np.abs(np.asarray(z0) - expected).max() / np.abs(expected).max()) < 1e-5
@@ -148,15 +152,13 @@ def test_restore_is_deterministic_and_batch_independent(tiny):
 def test_seeds_start_levels_and_scales_are_traced(tiny):
     """New keys, starting noise levels, guidance and control scales reuse one compiled sampler."""
     lq, degradation = _photos(1), Degradation(blur_sigma=1.0)
-    before = None
-    outputs = []
-    for key, overrides in [(0, {}), (1, dict(cfg_scale=2.5)), (1, dict(strength=0.5)),
+    outputs = [np.asarray(_pipeline(tiny)(lq, degradation, jax.random.key(0)))]
+    for key, overrides in [(1, dict(cfg_scale=2.5)), (1, dict(strength=0.5)),
                            (1, dict(start_from_condition=True, t_start=400)),
                            (1, dict(start_from_condition=True, t_start=200, rescale_cfg=True))]:
-        outputs.append(np.asarray(_pipeline(tiny, **overrides)(lq, degradation, jax.random.key(key))))
-        size = sampling.sample_latent._cache_size()
-        before = size if before is None else before
-        assert size == before, overrides
+        with compiled_functions() as compiled:
+            outputs.append(np.asarray(_pipeline(tiny, **overrides)(lq, degradation, jax.random.key(key))))
+        assert "sample_latent" not in compiled, overrides
     assert all(np.abs(a - b).max() > 1e-4 for a, b in zip(outputs, outputs[1:]))
 
 

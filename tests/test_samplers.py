@@ -14,9 +14,12 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 import jaxir
-from helpers import DIFFBIR_FIXTURES, needs_fixtures
+from helpers import DIFFBIR_FIXTURES, compiled_functions, needs_fixtures
 from jaxir.diffusion import samplers as Smp
 from jaxir.diffusion import schedule as S
+from jaxir.diffusion.denoiser import denoiser
+from jaxir.diffusion.guidance import classifier_free_guidance
+from jaxir.diffusion.noise import sampler_noise
 from jaxir.errors import JaxirInputError
 
 FIXTURES = DIFFBIR_FIXTURES
@@ -35,9 +38,9 @@ def _diffbir_sample(model, params, x_T, noise, schedule, c_txt, c_img, cfg_scale
         t = jnp.full((x.shape[0],), t)
         return model.net.apply({"params": params}, x, t, c["c_txt"], c["c_img"], scales, method="denoise")
 
-    denoise = Smp.classifier_free_guidance(denoise_cond, {"c_txt": c_txt[1:2], "c_img": c_img},
-                                           {"c_txt": c_txt[0:1], "c_img": c_img}, cfg_scale, batched=True)
-    return Smp.sample_ddpm(denoise, x_T, noise, schedule, parameterization=parameterization)
+    network = classifier_free_guidance(denoise_cond, {"c_txt": c_txt[1:2], "c_img": c_img},
+                                       {"c_txt": c_txt[0:1], "c_img": c_img}, cfg_scale, batched=True)
+    return Smp.sample_ddpm(denoiser(network, parameterization), x_T, schedule, noise)
 
 
 @pytest.fixture(scope="module")
@@ -84,18 +87,24 @@ def test_diffbir_sampler_never_recompiles(cldm, ref):
         first = _diffbir_sample(model, params, jnp.asarray(ref["sampler_xT_eps"]),
                                 jnp.asarray(ref["sampler_noise_eps"]), _diffbir_schedule(False), c_txt, c_img,
                                 jnp.float32(4.0), "eps")
-        traces, cache = TRACES["diffbir"], _diffbir_sample._cache_size()
+        traces = TRACES["diffbir"]
         rng = np.random.default_rng(7)
         x_T = jnp.asarray(rng.standard_normal(ref["sampler_xT_eps"].shape, np.float32))
         noise = jnp.asarray(rng.standard_normal(ref["sampler_noise_eps"].shape, np.float32))
-        second = _diffbir_sample(model, params, x_T, noise, _diffbir_schedule(False, "ddim10"), c_txt, c_img,
-                                 jnp.float32(1.5), "eps")
-    assert (TRACES["diffbir"], _diffbir_sample._cache_size()) == (traces, cache)
+        schedule = _diffbir_schedule(False, "ddim10")
+        with compiled_functions() as compiled:
+            second = _diffbir_sample(model, params, x_T, noise, schedule, c_txt, c_img, jnp.float32(1.5), "eps")
+    assert TRACES["diffbir"] == traces and "_diffbir_sample" not in compiled
     assert np.abs(np.asarray(first) - np.asarray(second)).max() > 1e-2
 
 
 def _row(schedule: S.SpacedSchedule, i: int) -> S.SpacedSchedule:
     return jax.tree.map(lambda a: jnp.asarray(a[i]), schedule)
+
+
+def _x0(x, out, row, parameterization):
+    """The denoiser's x0 for a given network output at a schedule row."""
+    return denoiser(lambda x_in, t, step: out, parameterization)(x, row, 0)
 
 
 def _torch_normal(shape, seed):
@@ -119,9 +128,9 @@ def test_ddpm_step_matches_diffusers(prediction):
         t = int(schedule.timesteps[i])
         x, out = _torch_normal(shape, 100 + i), _torch_normal(shape, 200 + i)
         expected = ref.step(out, t, x, generator=torch.Generator().manual_seed(i)).prev_sample.numpy()  # noise: seed i
-        ours, _ = Smp.ddpm_step(jnp.asarray(x.numpy()), jnp.asarray(out.numpy()),
-                                 jnp.asarray(_torch_normal(shape, i).numpy()), _row(schedule, i),
-                                 "eps" if prediction == "epsilon" else "v", final=i == 9)
+        x_t, row = jnp.asarray(x.numpy()), _row(schedule, i)
+        x0 = _x0(x_t, jnp.asarray(out.numpy()), row, "eps" if prediction == "epsilon" else "v")
+        ours = Smp.ddpm_step(x_t, x0, jnp.asarray(_torch_normal(shape, i).numpy()), row, final=i == 9)
         np.testing.assert_allclose(np.asarray(ours), expected, rtol=0, atol=2e-6, err_msg=f"t={t}")
 
 
@@ -144,8 +153,9 @@ def test_ddim_step_matches_diffusers(prediction, spacing, eta):
         t = int(schedule.timesteps[i])
         x, out, noise = (_torch_normal(shape, seed + i) for seed in (100, 200, 300))
         expected = ref.step(out, t, x, eta=eta, variance_noise=noise).prev_sample.numpy()
-        ours, _ = Smp.ddim_step(jnp.asarray(x.numpy()), jnp.asarray(out.numpy()), jnp.asarray(noise.numpy()),
-                                _row(schedule, i), "eps" if prediction == "epsilon" else "v", jnp.float32(eta))
+        x_t, row = jnp.asarray(x.numpy()), _row(schedule, i)
+        x0 = _x0(x_t, jnp.asarray(out.numpy()), row, "eps" if prediction == "epsilon" else "v")
+        ours = Smp.ddim_step(x_t, x0, jnp.asarray(noise.numpy()), row, jnp.float32(eta))
         np.testing.assert_allclose(np.asarray(ours), expected, rtol=0, atol=2e-6, err_msg=f"t={t}")
 
 
@@ -172,10 +182,11 @@ def test_oracle_denoiser_recovers_data_from_noised_start(sampler, parameterizati
     noise = jnp.asarray(rng.standard_normal((6, 2, 4, 4, 3), np.float32))
     start = Smp.noised_start(x0, x_T, schedule)
     run = {"ddpm": functools.partial(Smp.sample_ddpm), "ddim": functools.partial(Smp.sample_ddim, eta=0.5)}[sampler]
-    z0, x0s = jax.jit(lambda s, n, sch: run(_oracle(x0, ac, parameterization), s, n, sch,
-                                            parameterization=parameterization, trajectory=True))(start, noise,
-                                                                                                 schedule)
-    assert x0s.shape == (6, *x0.shape)
+    z0, steps = jax.jit(lambda s, sch, n: run(denoiser(_oracle(x0, ac, parameterization), parameterization), s, sch,
+                                              n, trajectory=True))(start, schedule, noise)
+    x0s = steps.denoised
+    assert x0s.shape == steps.x.shape == (6, *x0.shape)
+    np.testing.assert_array_equal(np.asarray(steps.x[-1]), np.asarray(z0))
     np.testing.assert_allclose(np.asarray(z0), np.asarray(x0), atol=1e-5)
     np.testing.assert_allclose(np.asarray(x0s), np.broadcast_to(x0, x0s.shape), atol=1e-5)
 
@@ -184,11 +195,11 @@ def test_oracle_denoiser_recovers_data_from_noised_start(sampler, parameterizati
 def _toy_sample(key, sample_ids, w, schedule, cfg_scale, eta):
     """A guided DDIM sampler with a tiny traced "network" ``tanh(w·x + t/1000)`` and noise drawn inside the jit."""
     TRACES["toy"] += 1
-    x_T, noise = Smp.sampler_noise(key, (2, 4, 4, 3), schedule.timesteps.shape[0], sample_ids)
+    x_T, noise = sampler_noise(key, (2, 4, 4, 3), schedule.timesteps.shape[0], sample_ids)
     per_sample = lambda v: jnp.broadcast_to(v, (2, 1, 1, 1))  # noqa: E731 — a condition has a batch axis
-    denoise = Smp.classifier_free_guidance(lambda x, t, c, i: jnp.tanh(x * c + t / 1000.0), per_sample(w[1]),
-                                           per_sample(w[0]), cfg_scale)
-    return Smp.sample_ddim(denoise, x_T, noise, schedule, parameterization="v", eta=eta)
+    network = classifier_free_guidance(lambda x, t, c, i: jnp.tanh(x * c + t / 1000.0), per_sample(w[1]),
+                                       per_sample(w[0]), cfg_scale)
+    return Smp.sample_ddim(denoiser(network, "v"), x_T, schedule, noise, eta=eta)
 
 
 def test_seeds_ids_timesteps_guidance_eta_are_traced():
@@ -211,15 +222,17 @@ def test_classifier_free_guidance_order_and_batching():
     x = jnp.arange(6.0).reshape(2, 3)
     cond, uncond = {"w": jnp.full((2, 1), 3.0)}, {"w": jnp.full((2, 1), 1.0)}
     for batched in (True, False):
-        guided = Smp.classifier_free_guidance(denoise_cond, cond, uncond, 4.0, batched=batched)
+        guided = classifier_free_guidance(denoise_cond, cond, uncond, 4.0, batched=batched)
         np.testing.assert_allclose(guided(x, 2.0, 0), (x + 2) + 4.0 * (3 * x - x))
-        np.testing.assert_allclose(Smp.classifier_free_guidance(denoise_cond, cond, uncond, 1.0, batched)(x, 0.0, 0),
+        np.testing.assert_allclose(classifier_free_guidance(denoise_cond, cond, uncond, 1.0, batched)(x, 0.0, 0),
                                    3 * x)
-        per_step = Smp.classifier_free_guidance(denoise_cond, cond, uncond, jnp.array([4.0, 2.0]), batched)
+        per_step = classifier_free_guidance(denoise_cond, cond, uncond, jnp.array([4.0, 2.0]), batched)
         np.testing.assert_allclose(per_step(x, 2.0, 1), (x + 2) + 2.0 * (3 * x - x))
+        linear = classifier_free_guidance(denoise_cond, cond, uncond, lambda level, step: 2.0 * level, batched)
+        np.testing.assert_allclose(linear(x, 2.0, 0), (x + 2) + 4.0 * (3 * x - x))   # sgm's LinearCFG: w(σ)
 
 
 def test_noise_shape_is_checked():
     schedule = S.spaced_schedule(S.alphas_cumprod(S.sd_linear_betas()), S.space_timesteps(1000, "4"))
     with pytest.raises(JaxirInputError, match="noise has shape"):
-        Smp.sample_ddpm(lambda x, t, i: x, jnp.zeros((1, 2, 2, 4)), jnp.zeros((3, 1, 2, 2, 4)), schedule)
+        Smp.sample_ddpm(lambda x, t, i: x, jnp.zeros((1, 2, 2, 4)), schedule, jnp.zeros((3, 1, 2, 2, 4)))

@@ -12,6 +12,7 @@ from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr as di
 
 from helpers import FIXTURES, needs_fixtures
 from jaxir.diffusion import schedule as S
+from jaxir.diffusion.denoiser import denoiser, x0_prediction
 from jaxir.errors import JaxirInputError
 
 
@@ -131,10 +132,12 @@ def test_parameterization_conversions():
         np.testing.assert_allclose(S.eps_from_x0(x_t, x0, a, s), eps, atol=1e-10)
         np.testing.assert_allclose(S.x0_from_v(x_t, v, a, s), x0, atol=1e-12)
         np.testing.assert_allclose(S.eps_from_v(x_t, v, a, s), eps, atol=1e-12)
-        for name, out in (("eps", eps), ("v", v)):
-            np.testing.assert_allclose(S.predict_x0_eps(out, x_t, a, s, name), (x0, eps), atol=1e-10)
+        for name, out in (("eps", eps), ("v", v), ("x0", x0)):
+            np.testing.assert_allclose(x0_prediction(out, x_t, a, s, 1.0, name), x0, atol=1e-10)
+            # the same state in sigma space, x_t/a = x0 + σ·ε with σ = s/a, which the network sees as c_in·x = x_t
+            np.testing.assert_allclose(x0_prediction(out, x_t / a, 1.0, s / a, a, name), x0, atol=1e-10)
     with pytest.raises(JaxirInputError, match="parameterization"):
-        S.predict_x0_eps(eps, x0, 1.0, 0.0, "x0")
+        denoiser(lambda x, t, step: x, "score")
 
 
 @needs_fixtures()

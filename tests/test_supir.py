@@ -37,6 +37,7 @@ from jaxir.models.text import TextEncoderConfig
 from jaxir.models.unet import UNetConfig
 from jaxir.models.vae import VAEConfig
 from jaxir.models.vae import param_shapes as vae_param_shapes
+from jaxir.pipelines import supir as pipeline
 
 FIXTURES = SHARED_FIXTURES / "supir"
 NPZ, YAML = FIXTURES / "supir.npz", FIXTURES / "supir_tiny.yaml"
@@ -91,6 +92,10 @@ def network_state() -> dict[str, np.ndarray]:
 def diffusion_config() -> supir.SUPIRDiffusionConfig:
     yaml = pytest.importorskip("yaml")
     return supir.SUPIRDiffusionConfig.from_options(yaml.safe_load(YAML.read_text())["model"]["params"])
+
+
+def sigma_table(config: supir.SUPIRDiffusionConfig) -> np.ndarray:
+    return restore_edm.legacy_ddpm_sigmas(config.num_timesteps, config.linear_start, config.linear_end)
 
 
 def sampling_options() -> dict:
@@ -184,7 +189,7 @@ def _source_files_state(config: supir.SUPIRConfig) -> tuple[dict, dict]:
                                        "first_stage_model.denoise_encoder."))
     sdxl = {k: v for k, v in merged.items() if not is_supir(k)}
     supir_state = {k: v for k, v in merged.items() if is_supir(k)}
-    supir_state["denoiser.sigmas"] = config.diffusion.sigma_table()
+    supir_state["denoiser.sigmas"] = sigma_table(config.diffusion)
     return sdxl, supir_state
 
 
@@ -371,7 +376,8 @@ def test_sigma_tables():
     """LegacyDDPM σ's: the 1000-entry snapping table and the 8-step schedule equal the reference to 1 ulp (the
     reference took ``** 0.5`` of the float32 ratio with torch's pow; we take the square root)."""
     a = fixture_arrays()
-    table = diffusion_config().sigma_table()
+    table = sigma_table(diffusion_config())
+    np.testing.assert_array_equal(table, pipeline.sigma_table(supir.SUPIR(tiny_config())))
     assert table.dtype == np.float32 and table.shape == (1000,) and ulps(table, a["denoiser_sigmas"]) <= 1
     sigmas = restore_edm.legacy_ddpm_sigmas(1000, num_steps=8)
     assert sigmas[-1] == 0 and ulps(sigmas, a["sampler_sigmas"]) <= 1
@@ -383,11 +389,13 @@ def test_discrete_denoiser(converted):
     (σ to 1 ulp, see test_sigma_tables), output error 7.4e-7 (tolerance 1e-5)."""
     _, model, params = converted
     a = fixture_arrays()
-    index = np.asarray(sigma_to_timestep(a["den_sigma"], model.sigma_table))
+    table = pipeline.sigma_table(model)
+    index = np.asarray(sigma_to_timestep(a["den_sigma"], table))
     np.testing.assert_array_equal(index, a["den_timestep"])
-    assert ulps(model.sigma_table[index], a["den_sigma_snapped"]) <= 1
+    assert ulps(table[index], a["den_sigma_snapped"]) <= 1
     with jax.default_matmul_precision("highest"):
-        out = model.denoiser(params, a["den_x"], a["den_sigma"], fixture_cond(), a["den_control_scale"])
+        out = jax.jit(lambda x, sigma, cs: pipeline.supir_denoiser(model, params, fixture_cond(), lambda step: cs)(
+            x, sigma, 0))(a["den_x"], a["den_sigma"], a["den_control_scale"])
     err = rel_err(out, a["den_out"])
     print(f"den_out: {err:.2e}")
     assert err < TOL
@@ -404,12 +412,12 @@ def fixture_settings() -> restore_edm.RestoreEDMSettings:
 
 @pytest.fixture(scope="module")
 def sampler_runs(converted):
-    """``SUPIR.sample`` with the fixture's inputs, then with new noise, a new σ schedule and new settings, counting
-    how often the jitted sampler is traced."""
+    """``jaxir.pipelines.supir.sample_restore_edm`` with the fixture's inputs, then with new noise, a new σ schedule
+    and new settings, counting how often the jitted sampler is traced."""
     _, model, params = converted
     a = fixture_arrays()
     traces = []
-    original = restore_edm.sample_restore_edm
+    original = pipeline.sample_euler
 
     def counting(*args, **kwargs):
         traces.append(1)
@@ -419,9 +427,9 @@ def sampler_runs(converted):
     sigmas = restore_edm.legacy_ddpm_sigmas(diffusion_config().num_timesteps, num_steps=8)
     runs = {}
     with pytest.MonkeyPatch.context() as mp, jax.default_matmul_precision("highest"):
-        mp.setattr(restore_edm, "sample_restore_edm", counting)
-        sample = functools.partial(model.sample, params, cond=fixture_cond(), uncond=fixture_cond("neg_"),
-                                   trajectory=True)
+        mp.setattr(pipeline, "sample_euler", counting)
+        sample = functools.partial(pipeline.sample_restore_edm, model, params, cond=fixture_cond(),
+                                   uncond=fixture_cond("neg_"), trajectory=True)
         runs["fixture"] = sample(a["sampler_noise_init"], sigmas, a["sampler_noise"], a["x_center"],
                                  settings=fixture_settings())
         # new noise, a new schedule of the same length and new settings, some of them ints (batchify_sample's
@@ -431,22 +439,29 @@ def sampler_runs(converted):
         other = restore_edm.RestoreEDMSettings.from_batchify_sample(
             restoration_scale=2.5, s_churn=2, s_noise=1.0, cfg_scale=7, control_scale=1)
         runs["changed"] = sample(a["sampler_noise_init"], karras, noise, a["x_center"], settings=other)
+        runs["changed_inputs"] = karras, noise
     return runs, len(traces)
 
 
 @needs_fixture
 def test_restore_edm_sampler(sampler_runs):
     """The whole 8-step RestoreEDM run (churn 5, restoration guidance 4 towards ``x_center``, linear CFG 1 → 4 and
-    control scale 1 → 0.9): σ̂, guidance and control scales per step to 1e-6 relative, snapped timesteps exact;
-    latent after every step ≤ 1.3e-6, the result 1.2e-6 (tolerance 1e-5)."""
+    control scale 1 → 0.9): σ̂ = σ(1 + γ) and the guidance and control scales of :mod:`jaxir.diffusion.restore_edm`
+    per step to 1e-6 relative, snapped timesteps exact; latent after every step ≤ 1.3e-6, the result 1.2e-6
+    (tolerance 1e-5)."""
     runs, _ = sampler_runs
     a = fixture_arrays()
     out, record = runs["fixture"]
-    np.testing.assert_allclose(record.sigma_hat, a["sampler_sigma_hat"], rtol=1e-6)
-    table = diffusion_config().sigma_table()
-    np.testing.assert_array_equal(np.asarray(sigma_to_timestep(record.sigma_hat, table)), a["sampler_timestep"])
-    np.testing.assert_allclose(record.cfg_scale, a["sampler_cfg_scale"], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(record.control_scale, a["sampler_control_scale"], rtol=1e-6)
+    s = fixture_settings()
+    sigmas = restore_edm.legacy_ddpm_sigmas(diffusion_config().num_timesteps, num_steps=8)
+    sigma_hat = sigmas[:-1] * np.float32(1 + min(s.s_churn / 8, 2 ** 0.5 - 1))
+    np.testing.assert_allclose(sigma_hat, a["sampler_sigma_hat"], rtol=1e-6)
+    table = sigma_table(diffusion_config())
+    np.testing.assert_array_equal(np.asarray(sigma_to_timestep(sigma_hat, table)), a["sampler_timestep"])
+    np.testing.assert_allclose(restore_edm.cfg_scale(s)(sigma_hat, None), a["sampler_cfg_scale"], rtol=1e-6,
+                               atol=1e-6)
+    np.testing.assert_allclose(restore_edm.control_scale(s, sigmas, np.arange(8)), a["sampler_control_scale"],
+                               rtol=1e-6)
     assert a["sampler_cfg_scale"][0] < 0          # LinearCFG extrapolates beyond σ_max at the churned first step
     for i in range(8):
         err = rel_err(record.x[i], a["sampler_x_steps"][i])
@@ -465,8 +480,13 @@ def test_sampler_compiles_once(sampler_runs):
     assert traces == 1
     (out, record), (base, _) = runs["changed"], runs["fixture"]
     assert np.isfinite(np.asarray(out)).all() and np.abs(np.asarray(out) - np.asarray(base)).max() > 1e-2
-    np.testing.assert_allclose(record.sigma_hat, np.geomspace(10.0, 0.1, 8) * (1 + 2 / 8), rtol=1e-6)
-    np.testing.assert_allclose(record.cfg_scale, 7.0)
+    # the first step by hand with the new σ's, churn and s_noise: churn to σ̂₀, then the Euler step
+    karras, noise = runs["changed_inputs"]
+    sigma_hat = float(karras[0]) * (1 + 2 / 8)
+    x_hat = fixture_arrays()["sampler_noise_init"] * np.sqrt(1 + float(karras[0]) ** 2) + noise[0] * np.sqrt(
+        sigma_hat ** 2 - float(karras[0]) ** 2)
+    first = x_hat + (x_hat - np.asarray(record.denoised[0])) / sigma_hat * (float(karras[1]) - sigma_hat)
+    assert rel_err(record.x[0], first) < TOL
 
 
 # ---- conversion --------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import compiled_functions
 import test_supir as tiny_supir   # the tiny config and the seeded SDXL + SUPIR source files
 from checkpoints_conversion import supir_keys
 from jaxir import checkpoints
@@ -25,7 +26,10 @@ from jaxir.cli import main
 from jaxir.data import load_image, save_image
 from jaxir.degradations.pipeline import Degradation
 from jaxir.degradations.resize import resize_torch
+from jaxir import tiling
 from jaxir.diffusion import restore_edm
+from jaxir.diffusion.edm import sample_euler
+from jaxir.diffusion.guidance import guided
 from jaxir.errors import JaxirInputError
 from jaxir.models import supir
 from jaxir.pipelines import supir as P
@@ -143,17 +147,18 @@ def _supir_weights(h: int, w: int) -> np.ndarray:
 
 def test_tile_windows_and_weights_are_supirs():
     for n, tile, stride in ((256, 128, 64), (200, 128, 64), (128, 128, 64), (22, 8, 4), (30, 8, 3)):
-        (th, _), rows, _ = P.tile_windows(n, n, tile, stride)
+        (th, _), rows, _ = tiling.tile_windows(n, n, tile, stride)
         assert th == tile and list(rows) == _supir_starts(n, tile, stride), (n, tile, stride)
-    assert P.tile_windows(20, 300, 128, 64) == ((20, 128), (0,), (0, 64, 128, 172))   # clamped to the latent
+    assert tiling.tile_windows(20, 300, 128, 64) == ((20, 128), (0,), (0, 64, 128, 172))   # clamped to the latent
     for h, w in ((128, 128), (8, 8), (20, 128)):
-        np.testing.assert_allclose(P.supir_tile_weights(h, w), _supir_weights(h, w), rtol=1e-12)
+        np.testing.assert_allclose(tiling.supir_tile_weights(h, w), _supir_weights(h, w), rtol=1e-12)
 
 
 def test_blending_denoiser_outputs_equals_supirs_per_tile_steps():
-    """The design claim of the tiled sampler: :func:`tiled_blend` of the denoiser inside the restore-EDM sampler
-    equals SUPIR's ``TiledRestoreEDMSampler`` loop — churn with the image-wide noise, denoise, restoration guidance
-    and Euler step per tile, stepped tiles blended — for a denoiser that is not local (it uses each tile's mean):
+    """The design claim of the tiled sampler: :func:`jaxir.tiling.tiled_blend` of the denoiser inside the restore-EDM
+    sampler (Euler with the x_center guidance hook) equals SUPIR's ``TiledRestoreEDMSampler`` loop — churn with the
+    image-wide noise, denoise, restoration guidance and Euler step per tile, stepped tiles blended — for a denoiser
+    that is not local (it uses each tile's mean):
     3 steps on a 22×30 latent, tiles 8, stride 4 (5 × 7 tiles, the last ones shifted), churn 5, guidance 2."""
     rng = np.random.default_rng(0)
     b, h, w, c, steps, tile, stride = 2, 22, 30, 4, 3, 8, 4
@@ -166,9 +171,16 @@ def test_blending_denoiser_outputs_equals_supirs_per_tile_steps():
         return 0.6 * x + 0.3 * jnp.tanh(x.mean(axis=(1, 2), keepdims=True)) / (1.0 + sigma)
 
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-    ours = jax.jit(lambda *a: restore_edm.sample_restore_edm(
-        lambda x, sigma, cfg, cs: P.tiled_blend(lambda t: toy(t, sigma), x, tile, stride, c), *a, settings=s))(
-        f32(x_init), f32(sigmas), f32(noise), f32(x_center))
+
+    def denoise(x, sigma, step):
+        return tiling.tiled_blend(lambda t: toy(t, sigma), x, tile, stride)
+
+    def sample(x_init, sigmas, noise, x_center):
+        return sample_euler(guided(denoise, restore_edm.center_guidance(x_center, sigmas, s)),
+                            x_init * jnp.sqrt(1.0 + sigmas[0] ** 2), sigmas, noise, s_churn=s.s_churn,
+                            s_noise=s.s_noise)
+
+    ours = jax.jit(sample)(f32(x_init), f32(sigmas), f32(noise), f32(x_center))
 
     gamma = min(s.s_churn / steps, 2 ** 0.5 - 1)
     weights = _supir_weights(tile, tile)[None, :, :, None]
@@ -213,16 +225,13 @@ def test_restore_shape_range_determinism_and_batch_independence(tiny, base):
 def test_new_key_and_scales_do_not_recompile(tiny, base):
     """A new key, CFG, restoration scale, (linear) control scale, churn and noise reuse every compiled program
     (jit cache sizes unchanged) and each changes the result."""
-    _, model, _ = tiny
-    jitted = (model._sample, P._draw_noise, model._denoise_encode, model._encode_scaled, model._decode,
-              model._condition, P._pil_bicubic, P._color_fix, P._resize_back)
-    before = [f._cache_size() for f in jitted]
     lq = base["lq"][1:]
     for key, overrides in ((1, {}), (0, dict(cfg_scale=3.0, restoration_scale=2.0)),
                            (0, dict(control_scale=0.7, use_linear_control_scale=True, s_churn=1.0, s_noise=1.0,
                                     use_linear_cfg=False))):
-        out = np.asarray(pipeline(tiny, **overrides)(lq, DEG, jax.random.key(key), sample_ids=[1]))
-        assert [f._cache_size() for f in jitted] == before, overrides
+        with compiled_functions() as compiled:
+            out = np.asarray(pipeline(tiny, **overrides)(lq, DEG, jax.random.key(key), sample_ids=[1]))
+        assert not compiled, (overrides, compiled)
         assert np.abs(out - base["alone"]).max() > 1e-4, overrides
 
 
@@ -236,8 +245,8 @@ def _fix_and_resize(kind, decoded, x_stage1):
 def test_pipeline_equals_manual_composition(tiny, base):
     """The pipeline's wiring against SUPIR's ``batchify_sample`` composed by hand from the model's operations: PIL
     resize, the normal stream of ``fold_in(key, 1)`` cut into (x_center, start, step) noise, stage1 →
-    condition(a_prompt / n_prompt) → ``SUPIR.sample`` → decode → wavelet fix against x_stage1 → bicubic back to the
-    clean size."""
+    condition(a_prompt / n_prompt) → ``sample_restore_edm`` → decode → wavelet fix against x_stage1 → bicubic back to
+    the clean size."""
     _, model, params = tiny
     s = settings()
     image = P.pil_bicubic(base["lq"][1:], SAMPLED)
@@ -251,8 +260,9 @@ def test_pipeline_equals_manual_composition(tiny, base):
     values = restore_edm.RestoreEDMSettings.from_batchify_sample(
         restoration_scale=4.0, s_churn=5, s_noise=1.003, cfg_scale=7.5, control_scale=1.0, use_linear_CFG=True,
         cfg_scale_start=4.0)
-    z = model.sample(params, start.reshape(1, *latent), restore_edm.legacy_ddpm_sigmas(num_steps=STEPS),
-                     step_noise.reshape(STEPS, 1, *latent), x_center, cond, uncond, values)
+    sigmas = restore_edm.legacy_ddpm_sigmas(num_steps=STEPS)
+    z = P.sample_restore_edm(model, params, start.reshape(1, *latent), sigmas, step_noise.reshape(STEPS, 1, *latent),
+                             x_center, cond, uncond, values)
     expected = np.asarray(_fix_and_resize("wavelet", model.decode(params, z), x_stage1))
     err = float(np.abs(base["alone"] - expected).max())
     print(f"pipeline vs manual composition: {err:.2e}")

@@ -3,7 +3,8 @@
 from jaxir.degradations.blur import blur_2d, blur_per_sample, blur_separable
 from jaxir.degradations.kernels import gaussian_kernel_1d, kernel_size_for_sigma
 from jaxir.degradations.levels import DEFAULT_LEVELS, parse_level, parse_levels
-from jaxir.degradations.noise import gaussian_noise, per_sample_keys
+from jaxir.degradations.noise import gaussian_noise
+from jaxir.keys import per_sample_keys
 from jaxir.degradations.pipeline import Degradation, study_levels
 from jaxir.degradations.resize import imresize, resize_torch
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-
-def per_sample_keys(key: jax.Array, n: int, sample_ids=None) -> jax.Array:
-    """One key per sample, ``fold_in(key, sample_id)``: a sample's randomness never depends on its batch."""
-    ids = jnp.arange(n) if sample_ids is None else jnp.asarray(sample_ids)
-    return jax.vmap(lambda i: jax.random.fold_in(key, i))(ids)
+from jaxir.keys import per_sample_keys
 
 
 def gaussian_noise(key: jax.Array, x: jax.Array, sigma, sample_ids=None) -> jax.Array:

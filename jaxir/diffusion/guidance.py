@@ -1,6 +1,7 @@
-"""Guidance beyond plain classifier-free guidance: DiffBIR's rescaled CFG schedule and its v2.0 restoration guidance.
+"""Guidance: classifier-free guidance (written once, for every sampler), DiffBIR's rescaled CFG schedule and its v2.0
+restoration guidance, and :func:`guided`, which puts an x0 correction (a guidance hook) into a denoiser.
 
-Both are expressed as arrays and pure functions, so their values are traced (changing a scale never recompiles).
+All are expressed as arrays and pure functions, so their values are traced (changing a scale never recompiles).
 """
 
 from __future__ import annotations
@@ -17,6 +18,42 @@ from jaxir.errors import JaxirInputError
 GUIDANCE_SCALE_FACTOR = 3000.0
 # ITU-R 601-2 luma weights used by DiffBIR's weighted-MSE guidance (``WeightedMSEGuidance._get_weight``).
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
+def per_step(value, step):
+    """``value[step]`` for a per-step table (1-D array), else ``value`` itself (a scalar for every step)."""
+    value = jnp.asarray(value, jnp.float32)
+    return value[step] if value.ndim == 1 else value
+
+
+def classifier_free_guidance(denoise_cond: Callable, cond, uncond, scale, batched: bool = True) -> Callable:
+    """``out = out(∅) + w·(out(c) − out(∅))`` (Ho & Salimans 2022) in the order of operations of DiffBIR
+    (``SpacedSampler.apply_model``: ``model_uncond + cfg_scale * (model_cond - model_uncond)``) and sgm
+    (``VanillaCFG``/``LinearCFG``: ``x_u + scale * (x_c - x_u)``). Returns ``guided(x, level, step)``.
+
+    ``denoise_cond(x, level, c, step)`` evaluates the network (DiffBIR guides the ε/v output) or the denoiser (sgm
+    guides x0) under condition ``c``, a pytree of arrays with a batch axis. ``scale``: a scalar, a per-step table
+    (e.g. :func:`diffbir_rescaled_cfg`) or a function ``scale(level, step)`` (sgm's ``LinearCFG``, linear in σ), traced
+    in every case. ``batched``: one call on ``[uncond; cond]`` concatenated along the batch (sgm's order), else two
+    calls (DiffBIR's samplers); the two agree up to rounding."""
+    weight = scale if callable(scale) else (lambda level, step: per_step(scale, step))
+
+    def denoise(x, level, step):
+        if batched:
+            both = jax.tree.map(lambda u, c: jnp.concatenate([u, c]), uncond, cond)
+            out_uncond, out_cond = jnp.split(denoise_cond(jnp.concatenate([x, x]), level, both, step), 2)
+        else:
+            out_cond, out_uncond = denoise_cond(x, level, cond, step), denoise_cond(x, level, uncond, step)
+        return out_uncond + weight(level, step) * (out_cond - out_uncond)
+
+    return denoise
+
+
+def guided(denoise: Callable, guide: Callable) -> Callable:
+    """The denoiser ``guide(denoise(x, level, step), level, step)``: a guidance hook that corrects each x0
+    prediction before the sampler uses it (DiffBIR v2.0's :func:`restoration_guidance`, SUPIR's
+    :func:`jaxir.diffusion.restore_edm.center_guidance`); the samplers' trajectories record the corrected x0."""
+    return lambda x, level, step: guide(denoise(x, level, step), level, step)
 
 
 def diffbir_rescaled_cfg(scale: float, timesteps, num_timesteps: int = 1000) -> np.ndarray:
@@ -51,7 +88,8 @@ def edge_weight_map(image: jax.Array) -> jax.Array:
 def restoration_guidance(target, *, scale, t_start, t_stop, space: str = "latent", loss: str = "mse",
                          repeat: int = 1, decode: Callable | None = None, target_weight=None):
     """DiffBIR v2.0's restoration guidance (after GDP; XPixelGroup/DiffBIR v2.0 ``SpacedSampler.apply_cond_fn`` and
-    ``utils/cond_fn.py``) as an x0 correction for :func:`jaxir.diffusion.samplers.sample_ddpm` (``guide_x0``).
+    ``utils/cond_fn.py``) as a guidance hook ``guide(x0, row, step) -> x0`` for :func:`guided` around the denoiser of
+    :func:`jaxir.diffusion.samplers.sample_ddpm` (``row``: the schedule row the denoiser is called at).
 
     While ``t_stop < t + 1 < t_start`` (t the network timestep), ``repeat`` times:
     ``x0 ← x0 − (3000·scale / c1)·∇_{x0} L``, with ``L = Σ_b mean_{CHW}(w·(P(x0) − target)²)`` and c1 the step's
@@ -78,7 +116,7 @@ def restoration_guidance(target, *, scale, t_start, t_stop, space: str = "latent
         diff = project(x0) - target
         return jnp.sum(jnp.mean(weight * diff ** 2, axis=tuple(range(1, diff.ndim))))
 
-    def guide(x0, row):
+    def guide(x0, row, step=None):
         t_now = row.timesteps + 1
         active = (t_stop < t_now) & (t_now < t_start)
         step_size = GUIDANCE_SCALE_FACTOR * scale / row.posterior_mean_coef1

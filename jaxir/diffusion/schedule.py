@@ -109,15 +109,6 @@ def eps_from_v(x_t, v, a, s):
     return a * v + s * x_t
 
 
-def predict_x0_eps(output, x_t, a, s, parameterization: str):
-    """``(x0, ε)`` from a network output that is ``ε`` (``"eps"``) or ``v`` (``"v"``)."""
-    if parameterization == "eps":
-        return x0_from_eps(x_t, output, a, s), output
-    if parameterization == "v":
-        return x0_from_v(x_t, output, a, s), eps_from_v(x_t, output, a, s)
-    raise JaxirInputError(f"unknown parameterization {parameterization!r}: use 'eps' or 'v'")
-
-
 def space_timesteps(num_timesteps: int, section_counts) -> np.ndarray:
     """IDDPM ``respace.space_timesteps`` (openai/improved-diffusion, used by DiffBIR's ``SpacedSampler``): split
     ``range(num_timesteps)`` into equal sections and take ``section_counts[i]`` evenly strided steps (rounded) from

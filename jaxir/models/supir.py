@@ -10,7 +10,8 @@ stage-1 decode / re-encode, ``prepare_condition``), ``sgm/modules/diffusionmodul
 
 Parameter trees mirror the PyTorch module paths: :class:`SUPIRNetwork` is ``ControlWrapper`` (``diffusion_model``,
 ``control_model``); :class:`SUPIRNet` holds it as ``model`` next to ``first_stage_model`` (the SDXL VAE plus
-``denoise_encoder``), ``clip_l`` and ``clip_g``. The sampler is :mod:`jaxir.diffusion.restore_edm`.
+``denoise_encoder``), ``clip_l`` and ``clip_g``. The network never samples: SUPIR's denoiser, guidance and
+sampler are assembled from :mod:`jaxir.diffusion` by :mod:`jaxir.pipelines.supir`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxir.diffusion import restore_edm
 from jaxir.errors import JaxirInputError
 from jaxir.layers import conv, group_norm, timestep_embedding
 from jaxir.models import text as text_models
@@ -89,8 +89,9 @@ def project_layout(unet: UNetConfig, project_channel_scale: float = 2.0) -> tupl
 
 @dataclasses.dataclass(frozen=True)
 class SUPIRDiffusionConfig:
-    """The diffusion network (``ControlWrapper``: LightGLVUNet + GLVControl) and the denoiser's LegacyDDPM table
-    (``DiscreteDenoiserWithControl``, ``num_idx`` entries)."""
+    """The diffusion network (``ControlWrapper``: LightGLVUNet + GLVControl) and the parameters of the denoiser's
+    LegacyDDPM σ table (``DiscreteDenoiserWithControl``, ``num_idx`` entries;
+    :func:`jaxir.diffusion.restore_edm.legacy_ddpm_sigmas`)."""
 
     unet: UNetConfig
     control: UNetConfig
@@ -145,10 +146,6 @@ class SUPIRDiffusionConfig:
     @property
     def num_controls(self) -> int:
         return len(encoder_layout(self.control)[0]) + 1
-
-    def sigma_table(self) -> np.ndarray:
-        """The denoiser's ascending σ table (sgm ``LegacyDDPMDiscretization``, ``DiscreteDenoiser.sigmas``)."""
-        return restore_edm.legacy_ddpm_sigmas(self.num_timesteps, self.linear_start, self.linear_end)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -445,24 +442,22 @@ class SUPIR:
       its decoding (in [−1, 1], unclamped), ``x_center`` = ``encode_first_stage(x_stage1)`` (a posterior sample,
       drawn with ``noise``);
     * :meth:`condition` — ``prepare_condition``: the ``crossattn``/``vector``/``control`` condition of prompts;
-    * :meth:`denoiser` — ``DiscreteDenoiserWithControl`` (EpsScaling) at continuous σ;
-    * :meth:`sample` — :func:`jaxir.diffusion.restore_edm.sample_restore_edm` in one jit;
+    * :meth:`network` — ``ControlWrapper``: the ε prediction at integer timesteps (the denoiser, guidance and
+      sampler are :mod:`jaxir.pipelines.supir`'s);
     * :meth:`decode` — ``decode_first_stage``, images in [−1, 1].
     """
 
     def __init__(self, config: SUPIRConfig):
         self.config = config
         self.net = SUPIRNet(config)
-        self.sigma_table = config.diffusion.sigma_table()
         self.tokenizer_l = CLIPTokenizer(context_length=config.clip_l.context_length, pad_token=CLIP_L_PAD)
         self.tokenizer_g = CLIPTokenizer(context_length=config.clip_g.context_length, pad_token=0)
         method = lambda name: jax.jit(functools.partial(self.net.apply, method=name))  # noqa: E731
         self._condition = method("condition")
+        self._network = method("network")
         self._denoise_encode = method("denoise_encode")
         self._encode_scaled = method("encode_scaled")
         self._decode = method("decode")
-        self._denoiser = jax.jit(self._denoiser_fn)
-        self._sample = jax.jit(self._sample_fn, static_argnames="trajectory")
 
     @property
     def latent_scale(self) -> float:
@@ -500,36 +495,8 @@ class SUPIR:
                                             jnp.asarray(self.tokenizer_g(prompts)), sizes)
         return {"crossattn": crossattn, "vector": vector, "control": jnp.asarray(control, jnp.float32)}
 
-    def _network(self, params, x, timesteps, cond, control_scale):
-        return self.net.apply({"params": params}, x, timesteps, cond, control_scale, method="network")
-
-    def _denoiser_fn(self, params, x, sigma, cond, control_scale):
-        network = functools.partial(self._network, params, cond=cond, control_scale=control_scale)
-        return restore_edm.discrete_eps_denoiser(lambda x_in, t: network(x_in, t), self.sigma_table, x, sigma)
-
-    def denoiser(self, params, x, sigma, cond: Mapping, control_scale=1.0):
-        """``x − σₛ · ε(x / √(σₛ² + 1), tₛ)`` with σₛ the table entry nearest ``sigma`` (scalar or (B,)) and tₛ
-        its index (``DiscreteDenoiserWithControl`` with ``EpsScaling``)."""
-        return self._denoiser(params, x, jnp.asarray(sigma, jnp.float32), dict(cond),
-                              jnp.asarray(control_scale, jnp.float32))
-
-    def _sample_fn(self, params, x_init, sigmas, noise, x_center, cond, uncond, settings, trajectory=False):
-        def denoise(x, sigma, cfg_scale, control_scale):
-            both = jax.tree.map(lambda u, c: jnp.concatenate([u, c]), dict(uncond), dict(cond))
-            out = self._denoiser_fn(params, jnp.concatenate([x, x]), sigma, both, control_scale)
-            out_uncond, out_cond = jnp.split(out, 2)
-            return out_uncond + cfg_scale * (out_cond - out_uncond)
-
-        return restore_edm.sample_restore_edm(denoise, x_init, sigmas, noise, x_center, settings, trajectory)
-
-    def sample(self, params, x_init, sigmas, noise, x_center, cond: Mapping, uncond: Mapping,
-               settings: restore_edm.RestoreEDMSettings, trajectory: bool = False):
-        """``RestoreEDMSampler`` as ``batchify_sample`` calls it (classifier-free guidance on one batch
-        [uncond; cond]); every argument is traced, so new noise, σ schedules (of the same length) or settings
-        reuse the compiled program (arrays and settings are cast to float32 first: an int setting such as
-        ``s_churn=5`` would otherwise trace with another dtype). Returns the final latent, and with
-        ``trajectory`` also the :class:`~jaxir.diffusion.restore_edm.StepRecord` of every step."""
-        f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-        return self._sample(params, f32(x_init), f32(sigmas), f32(noise), f32(x_center),
-                            jax.tree.map(f32, dict(cond)), jax.tree.map(f32, dict(uncond)),
-                            restore_edm.RestoreEDMSettings(*map(f32, settings)), trajectory=trajectory)
+    def network(self, params, x, timesteps, cond: Mapping, control_scale=1.0):
+        """``ε(x, t, cond)`` of ``ControlWrapper`` at integer ``timesteps`` (a scalar for the whole batch, or one
+        per sample) with ``cond`` as :meth:`condition` returns it; ``control_scale`` a (traced) scalar."""
+        timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (x.shape[0],))
+        return self._network({"params": params}, x, timesteps, dict(cond), jnp.asarray(control_scale, jnp.float32))

@@ -22,7 +22,6 @@ from ``fold_in(key, sample_ids[b])``, so a result never depends on batch size or
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -32,8 +31,8 @@ import numpy as np
 from jaxir import parallel
 from jaxir.degradations.pipeline import Degradation
 from jaxir.degradations.resize import resize_torch
-from jaxir.diffusion import samplers
 from jaxir.diffusion import schedule as S
+from jaxir.diffusion.noise import sampler_noise
 from jaxir.errors import JaxirInputError
 from jaxir.batches import check_images, clean_size, pad_to_multiple
 from jaxir.pipelines.colorfix import COLOR_FIXES
@@ -56,12 +55,11 @@ V21_NEG_PROMPT = ("painting, oil painting, illustration, drawing, art, sketch, o
 @dataclasses.dataclass(frozen=True)
 class DiffBIRSettings:
     """Everything a DiffBIR run depends on besides the model and the image. ``stage1`` maps a task
-    (``Degradation.task``) to a restorer name; ``zero_snr``/``parameterization`` must match the checkpoint (v2.1:
-    the zero-terminal-SNR SD 2.1 with v-prediction)."""
+    (``Degradation.task``) to a restorer name. The noise schedule and what the network predicts are the
+    checkpoint's own (``model.config.process``, recorded at conversion; v2.1: the zero-terminal-SNR SD 2.1 with
+    v-prediction), never a setting that could disagree with the file."""
 
     stage1: tuple[tuple[str, str], ...] = (("sr", "bsrnet"), ("denoise", "scunet"), ("deblur", "bsrnet"))
-    zero_snr: bool = False
-    parameterization: str = dataclasses.field(default="eps", metadata={"choices": ("eps", "v")})
     sampler: str = dataclasses.field(default="spaced", metadata={"choices": SAMPLERS})
     steps: int = 50
     cfg_scale: float = 4.0
@@ -106,7 +104,7 @@ class DiffBIRSettings:
                                ("deblur", "diffbir_swinir")), cfg_scale=1.0, neg_prompt=""),
             "v2": {},
             "v2.1": dict(stage1=(("sr", "diffbir_swinir"), ("denoise", "diffbir_swinir"),
-                                 ("deblur", "diffbir_swinir")), zero_snr=True, parameterization="v",
+                                 ("deblur", "diffbir_swinir")),
                          sampler="edm_dpm++_3m_sde", steps=10, cfg_scale=8.0, pos_prompt=V21_POS_PROMPT,
                          neg_prompt=V21_NEG_PROMPT),
             "jaxir": dict(stage1=(("sr", "jaxir_cnn"), ("deblur", "jaxir_cnn")), sampler="ddim", steps=10, eta=1.0,
@@ -134,28 +132,29 @@ class DiffBIRSettings:
             if getattr(self, name) % multiple:
                 raise JaxirInputError(f"{name} must be a multiple of {multiple} pixels, got {getattr(self, name)}")
 
-    @property
-    def spec(self) -> SamplerSpec:
-        return self.sampler_spec(LATENT_FACTOR)
-
-    def sampler_spec(self, latent_factor: int) -> SamplerSpec:
-        """The sampler's static settings, with the latent tiling converted to latent pixels by the VAE factor."""
+    def sampler_spec(self, parameterization: str, latent_factor: int = LATENT_FACTOR) -> SamplerSpec:
+        """The sampler's static settings for a network predicting ``parameterization`` (the checkpoint's), with the
+        latent tiling converted to latent pixels by the VAE factor."""
         tile = self.latent_tile // latent_factor
         overlap = (self.latent_tile - self.latent_tile_stride) // latent_factor if tile else 0
-        return SamplerSpec(self.sampler, self.steps, self.parameterization, use_cfg=self.cfg_scale != 1.0,
+        return SamplerSpec(self.sampler, self.steps, parameterization, use_cfg=self.cfg_scale != 1.0,
                            tile=tile, tile_overlap=overlap, guidance_space=self.guidance_space,
                            guidance_loss=self.guidance_loss, guidance_repeat=self.guidance_repeat)
 
-    def alphas_cumprod(self) -> np.ndarray:
-        betas = S.sd_linear_betas()
-        return S.alphas_cumprod(S.rescale_zero_terminal_snr(betas) if self.zero_snr else betas)
-
-    def values(self, latent_factor: int = LATENT_FACTOR):
+    def values(self, alphas_cumprod: np.ndarray, spec: SamplerSpec):
+        """The traced sampler values on the checkpoint's ``alphas_cumprod`` (:func:`process_alphas_cumprod`)."""
         options = dict(s_churn=self.s_churn, s_tmin=self.s_tmin, s_tmax=self.s_tmax, s_noise=self.s_noise,
                        eta=self.eta, guidance_scale=self.guidance_scale, guidance_t_start=self.guidance_t_start,
                        guidance_t_stop=self.guidance_t_stop)
-        return sampler_values(self.alphas_cumprod(), self.sampler_spec(latent_factor), cfg_scale=self.cfg_scale,
+        return sampler_values(alphas_cumprod, spec, cfg_scale=self.cfg_scale,
                               rescale_cfg=self.rescale_cfg, strength=self.strength, t_start=self.t_start, **options)
+
+
+def process_alphas_cumprod(process) -> np.ndarray:
+    """ᾱ of a checkpoint's :class:`~jaxir.models.cldm.DiffusionProcess`: SD's linear β between its ends, rescaled to
+    zero terminal SNR when the checkpoint was trained so (DiffBIR ``diffbir.model.Diffusion``)."""
+    betas = S.sd_linear_betas(process.timesteps, process.linear_start, process.linear_end)
+    return S.alphas_cumprod(S.rescale_zero_terminal_snr(betas) if process.zero_snr else betas)
 
 
 def short_edge_size(height: int, width: int, size: int) -> tuple[int, int]:
@@ -173,16 +172,6 @@ def pad_multiple(config) -> int:
     return config.vae.downsample_factor * 2 ** (len(config.unet.channel_mult) - 1)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _encode(model, params, image):
-    return model.net.apply({"params": params}, image, method="encode_condition")
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _decode(model, params, z):
-    return model.net.apply({"params": params}, z, method="decode")
-
-
 class DiffBIR:
     """A converted DiffBIR ControlLDM (``jaxir.load`` of a ``diffbir_cldm`` checkpoint) run as the restoration
     pipeline of the module docstring. ``stage1``: the stage-1 restorer, a callable ``(lq, degradation, key,
@@ -191,8 +180,6 @@ class DiffBIR:
     :func:`jaxir.parallel.data_mesh` to shard batches over (parameters are replicated on it)."""
 
     def __init__(self, model, params, settings: DiffBIRSettings, stage1: Callable, mesh=None):
-        if settings.parameterization not in ("eps", "v"):
-            raise JaxirInputError(f"parameterization must be 'eps' or 'v', got {settings.parameterization!r}")
         self.model, self.settings, self.mesh = model, settings, mesh
         self.params = params if mesh is None else parallel.replicate(params, mesh)
         self.stage1 = stage1
@@ -201,8 +188,10 @@ class DiffBIR:
         self.pad_multiple = pad_multiple(model.config)
         settings.check_tiles(self.pad_multiple)
         # the settings are frozen: schedule tables and sampler values once, not per call
-        self._alphas_cumprod = settings.alphas_cumprod()
-        self._spec, self._values = settings.sampler_spec(self.factor), settings.values(self.factor)
+        process = model.config.process   # the checkpoint's schedule and parameterisation
+        self._alphas_cumprod = process_alphas_cumprod(process)
+        self._spec = settings.sampler_spec(process.parameterization, self.factor)
+        self._values = settings.values(self._alphas_cumprod, self._spec)
 
     def _text(self, prompt: str) -> jax.Array:
         if prompt not in self._prompts:
@@ -222,7 +211,7 @@ class DiffBIR:
     def encode(self, image: jax.Array) -> jax.Array:
         """``c_f = scale · mode(E(2x − 1))`` (eq. 7) of a padded image, tiled when ``vae_tile`` is set."""
         s = self.settings
-        fn = lambda x: _encode(self.model, self.params, x)  # noqa: E731
+        fn = lambda x: self.model.encode_condition(self.params, x)  # noqa: E731
         if s.vae_tile:
             return tiled_apply(fn, image, s.vae_tile, s.vae_tile_overlap, scale=1 / self.factor)
         return fn(image)
@@ -230,7 +219,7 @@ class DiffBIR:
     def decode(self, z: jax.Array) -> jax.Array:
         """``D(z / scale)`` (eq. 11) mapped to [0, 1] (unclipped), tiled when ``vae_tile`` is set."""
         s = self.settings
-        fn = lambda z: (_decode(self.model, self.params, z) + 1.0) / 2.0  # noqa: E731
+        fn = lambda z: (self.model.decode(self.params, z) + 1.0) / 2.0  # noqa: E731
         if s.vae_tile:
             tile = s.vae_tile // self.factor
             return tiled_apply(fn, z, tile, s.vae_tile_overlap // self.factor, scale=self.factor)
@@ -245,9 +234,7 @@ class DiffBIR:
         if len(sample_ids) != n:
             raise JaxirInputError(f"{len(sample_ids)} sample ids for a batch of {n}")
         if self.mesh is not None:
-            size = parallel.padded_size(n, self.mesh)
-            cond_img = parallel.shard_batch(parallel.pad_batch(cond_img, size), self.mesh)
-            sample_ids = np.concatenate([sample_ids, np.repeat(sample_ids[-1:], size - n)])
+            cond_img, sample_ids = parallel.shard_samples(cond_img, sample_ids, self.mesh)
         padded = pad_to_multiple(cond_img, self.pad_multiple)
         c_img = self.encode(padded)
         b = c_img.shape[0]
@@ -255,7 +242,7 @@ class DiffBIR:
         prompt = self._text(s.pos_prompt)
         c_txt = jnp.broadcast_to(prompt, (b, *prompt.shape[1:]))
         c_neg = jnp.broadcast_to(self._text(s.neg_prompt), c_txt.shape)
-        x_T, noise = samplers.sampler_noise(key, c_img.shape, spec.steps, sample_ids)
+        x_T, noise = sampler_noise(key, c_img.shape, spec.steps, sample_ids)
         x_T = start_latent(self._alphas_cumprod, spec, values, c_img, x_T, s.start_from_condition, s.t_start)
         target = padded * 2.0 - 1.0 if spec.guidance_space == "rgb" else None
         out = sample_latent(self.model, self.params, spec, Conditions(c_img, c_txt, c_neg, target), x_T, noise,

@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxir.diffusion import edm, guidance, samplers
 from jaxir.diffusion import schedule as S
+from jaxir.diffusion.denoiser import denoiser
 from jaxir.errors import JaxirInputError
 from jaxir.tiling import tiled_apply
 
@@ -128,34 +129,25 @@ class Conditions(NamedTuple):
 
 
 def _network(model, params, spec: SamplerSpec, cond: Conditions, values: SamplerValues):
-    """``denoise(x_t, t, step)``: the guided network output (ε or v) at timestep t."""
-    n_controls = model.config.num_controls
-
-    def apply(x, t, c_txt, c_img, scale):
-        t = jnp.full((x.shape[0],), t)
-        return model.net.apply({"params": params}, x, t, c_txt, c_img, jnp.full((n_controls,), scale),
-                               method="denoise")
+    """``network(x_t, t, step)``: the guided network output (ε or v) at timestep t (DiffBIR guides the output)."""
 
     def denoise_cond(x, t, c_txt, step):
         scale = values.control_scale[step]
         if not spec.tile:
-            return apply(x, t, c_txt, cond.c_img, scale)
+            return model.denoise(params, x, t, c_txt, cond.c_img, control_scales=scale)
         channels = x.shape[-1]
         both = jnp.concatenate([x, cond.c_img], axis=-1)
-        return tiled_apply(lambda xc: apply(xc[..., :channels], t, c_txt, xc[..., channels:], scale), both,
-                           spec.tile, spec.tile_overlap)
+        return tiled_apply(lambda xc: model.denoise(params, xc[..., :channels], t, c_txt, xc[..., channels:],
+                                                    control_scales=scale), both, spec.tile, spec.tile_overlap)
 
     if not spec.use_cfg:
         return lambda x, t, step: denoise_cond(x, t, cond.c_txt, step)
-    return samplers.classifier_free_guidance(denoise_cond, cond.c_txt, cond.c_neg, values.cfg_scale, batched=False)
+    return guidance.classifier_free_guidance(denoise_cond, cond.c_txt, cond.c_neg, values.cfg_scale, batched=False)
 
 
 def _restoration_guidance(model, params, spec: SamplerSpec, cond: Conditions, values: SamplerValues):
-    if spec.guidance_space is None:
-        return None
     target = cond.c_img if spec.guidance_space == "latent" else cond.target_rgb
-    decode = (lambda z: model.net.apply({"params": params}, z, method="decode")) if spec.guidance_space == "rgb" \
-        else None
+    decode = (lambda z: model.decode(params, z)) if spec.guidance_space == "rgb" else None
     return guidance.restoration_guidance(target, scale=values.guidance_scale, t_start=values.guidance_t_start,
                                          t_stop=values.guidance_t_stop, space=spec.guidance_space,
                                          loss=spec.guidance_loss, repeat=spec.guidance_repeat, decode=decode)
@@ -166,22 +158,23 @@ def sample_latent(model, params, spec: SamplerSpec, cond: Conditions, x_T, noise
                   trajectory: bool = False):
     """z_0 (and with ``trajectory`` the x0 prediction of every step) from the starting latent ``x_T`` (standard
     normal, or the noised condition of :func:`start_latent`) and per-step ``noise`` (steps, *x_T.shape)."""
-    network = _network(model, params, spec, cond, values)
     schedule = values.schedule
-    if spec.sampler == "spaced":
-        guide = _restoration_guidance(model, params, spec, cond, values)
-        return samplers.sample_ddpm(network, x_T, noise, schedule, parameterization=spec.parameterization,
-                                    trajectory=trajectory, guide_x0=guide)
-    if spec.sampler == "ddim":
-        return samplers.sample_ddim(network, x_T, noise, schedule, parameterization=spec.parameterization,
-                                    eta=values.eta, trajectory=trajectory)
-    denoise = edm.discrete_denoiser(network, schedule, spec.parameterization)
-    x = x_T * jnp.sqrt(1.0 + schedule.sigmas[0] ** 2)   # DiffBIR EDMSampler.sample
-    solver = spec.sampler[len("edm_"):]
-    options = {"euler": dict(s_churn=values.s_churn, s_tmin=values.s_tmin, s_tmax=values.s_tmax,
-                             s_noise=values.s_noise),
-               "dpm++_2m": {}, "dpm++_3m_sde": dict(eta=values.eta, s_noise=values.s_noise)}[solver]
-    return edm.SOLVERS[solver](denoise, x, noise, schedule, trajectory=trajectory, **options)
+    sigma_space = spec.sampler in EDM_SAMPLERS
+    tables = (schedule.sigmas, schedule.timesteps) if sigma_space else ()
+    denoise = denoiser(_network(model, params, spec, cond, values), spec.parameterization, *tables)
+    if spec.guidance_space is not None:
+        denoise = guidance.guided(denoise, _restoration_guidance(model, params, spec, cond, values))
+    x = x_T * jnp.sqrt(1.0 + schedule.sigmas[0] ** 2) if sigma_space else x_T   # DiffBIR EDMSampler.sample
+    sample, options = {
+        "spaced": (samplers.sample_ddpm, {}),
+        "ddim": (samplers.sample_ddim, dict(eta=values.eta)),
+        "edm_euler": (edm.sample_euler, dict(s_churn=values.s_churn, s_tmin=values.s_tmin, s_tmax=values.s_tmax,
+                                             s_noise=values.s_noise)),
+        "edm_dpm++_2m": (edm.sample_dpmpp_2m, {}),
+        "edm_dpm++_3m_sde": (edm.sample_dpmpp_3m_sde, dict(eta=values.eta, s_noise=values.s_noise)),
+    }[spec.sampler]
+    out = sample(denoise, x, schedule, noise, trajectory=trajectory, **options)
+    return (out[0], out[1].denoised) if trajectory else out
 
 
 def start_latent(alphas_cumprod: np.ndarray, spec: SamplerSpec, values: SamplerValues, c_img, x_T,

@@ -15,8 +15,9 @@
 3. conditions (``prepare_condition``): the prompt ``prompt + a_prompt`` (SUPIR joins LLaVA's caption and the
    additive prompt without a separator; no captioner here, ``prompt`` defaults to ""), the negative prompt
    ``n_prompt``, SDXL's fixed 1024² size conditions, ``control = z_lq`` for both;
-4. the restore-EDM sampler (:mod:`jaxir.diffusion.restore_edm`): ``steps`` LegacyDDPM σ's, churn, linear CFG and
-   control scale, restoration guidance towards ``x_center`` (``restoration_scale`` ≤ 0 turns it off);
+4. the restore-EDM sampler (:func:`sample_restore_edm`, :mod:`jaxir.diffusion.restore_edm`): ``steps`` LegacyDDPM
+   σ's, churn, linear CFG and control scale, restoration guidance towards ``x_center`` (``restoration_scale`` ≤ 0
+   turns it off);
 5. decoding, the wavelet / AdaIN colour fix against ``x_stage1`` (both in [−1, 1], as SUPIR applies them);
 6. resizing back to the clean size with PyTorch bicubic without antialias (``Tensor2PIL``'s ``F.interpolate``)
    and clipping to [0, 1] (SUPIR then truncates to 8 bits; this returns floats).
@@ -31,8 +32,8 @@ Tiled sampling (``tile_size``/``tile_stride`` in latent pixels; SUPIR's ``TiledR
 ``options/SUPIR_v0_tiled.yaml``): every guided denoiser evaluation runs on the latent tiles SUPIR uses
 (``_sliding_windows``: stride ``tile_stride``, the last row/column ending at the border) of the noisy latent and
 ``z_lq`` concatenated, one tile at a time (``lax.scan``), and the tiles' outputs are blended with SUPIR's Gaussian
-weights (:func:`supir_tile_weights`). SUPIR instead applies the whole Euler step (churn with the image-wide noise,
-restoration guidance, update) per tile and blends the stepped latents; every part of that step outside the
+weights (:func:`jaxir.tiling.tiled_blend`). SUPIR instead applies the whole Euler step (churn with the image-wide
+noise, restoration guidance, update) per tile and blends the stepped latents; every part of that step outside the
 network is the same per-pixel affine map in every tile, so blending the denoiser outputs gives the same result up
 to float rounding (tested: one tile equals the untiled sampler). Tiles larger than the latent are clamped to it
 (SUPIR requires latents of at least one tile); SUPIR's per-tile local prompts are not supported.
@@ -54,14 +55,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxir import parallel
-from jaxir.degradations.noise import per_sample_keys
 from jaxir.degradations.pipeline import Degradation
 from jaxir.degradations.resize import resize_torch, torch_weights
 from jaxir.diffusion import restore_edm
+from jaxir.diffusion.denoiser import denoiser
+from jaxir.diffusion.edm import sample_euler
+from jaxir.diffusion.guidance import classifier_free_guidance, guided
+from jaxir.diffusion.noise import normal_blocks
 from jaxir.batches import check_images, clean_size
 from jaxir.errors import JaxirInputError
 from jaxir.pipelines.colorfix import COLOR_FIXES
-from jaxir.tiling import tile_starts, tiled_apply
+from jaxir.tiling import tiled_apply, tiled_blend
 
 # test.py's --a_prompt / --n_prompt
 A_PROMPT = ("Cinematic, High Contrast, highly detailed, taken using a Canon EOS R camera, hyper detailed photo - "
@@ -72,7 +76,6 @@ N_PROMPT = ("painting, oil painting, illustration, drawing, art, sketch, oil pai
             "artifacts, deformed, lowres, over-smooth")
 MIN_SIZE = 1024
 SIZE_MULTIPLE = 64
-TILE_VAR = 0.01          # sgm ``gaussian_weights``: variance in units of the tile size² (σ = tile / 10)
 TEXT_TOWERS = ("clip_l", "clip_g")     # parameter subtrees of SUPIRNet that only encode prompts
 _COLOR_FIX_NAMES = {"wavelet": "wavelet", "adain": "adain", "none": "none"}   # SUPIR spells Wavelet / AdaIn / None
 
@@ -188,87 +191,77 @@ def pil_bicubic(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     return y / 255.0
 
 
-def supir_tile_weights(height: int, width: int) -> np.ndarray:
-    """sgm ``gaussian_weights`` of a (height, width) tile: ``exp(−(i − m)²/(2·0.01·n²))`` per axis with the column
-    centre at ``(width − 1)/2`` and, as SUPIR writes it, the row centre at ``height/2``."""
-
-    def profile(n, mid):
-        i = np.arange(n)
-        return np.exp(-(i - mid) ** 2 / (n * n) / (2 * TILE_VAR)) / np.sqrt(2 * np.pi * TILE_VAR)
-
-    return np.outer(profile(height, height / 2), profile(width, (width - 1) / 2))
+def sigma_table(model) -> np.ndarray:
+    """The ascending σ table of ``model``'s denoiser (sgm ``DiscreteDenoiser.sigmas``, LegacyDDPM)."""
+    d = model.config.diffusion
+    return restore_edm.legacy_ddpm_sigmas(d.num_timesteps, d.linear_start, d.linear_end)
 
 
-def tile_windows(height: int, width: int, tile: int, stride: int) -> tuple[tuple[int, int], tuple[int, ...],
-                                                                          tuple[int, ...]]:
-    """``((tile_h, tile_w), row starts, column starts)`` of SUPIR's ``_sliding_windows`` (tiles clamped to the
-    latent; the last row/column of tiles ends at the border)."""
-    th, tw = min(tile, height), min(tile, width)
-    rows = tile_starts(height, th, max(th - stride, 0))
-    cols = tile_starts(width, tw, max(tw - stride, 0))
-    return (th, tw), tuple(rows), tuple(cols)
+def supir_denoiser(model, params, cond, control_scale):
+    """``DiscreteDenoiserWithControl`` with ``EpsScaling``: ``denoise(x, σ, step) = x − σₛ·ε(x/√(σₛ²+1), tₛ)``, σₛ the
+    entry of the model's σ table nearest σ (a scalar or one per sample) and tₛ its index;
+    ``control_scale(step)`` gives the control scale of a step."""
+    table = sigma_table(model)
+    network = lambda x_in, t, step: model.network(params, x_in, t, cond, control_scale(step))  # noqa: E731
+    return denoiser(network, "eps", table, np.arange(len(table)), quantize=True)
 
 
-def tiled_blend(fn, x: jax.Array, tile: int, stride: int, out_channels: int) -> jax.Array:
-    """``fn`` (B, th, tw, C) → (B, th, tw, ``out_channels``) on SUPIR's latent tiles of ``x``, blended with
-    :func:`supir_tile_weights`. One tile at a time in a ``lax.scan`` over the tile corners (the program holds one
-    ``fn`` whatever the number of tiles; only one tile's activations are live)."""
-    b, height, width, channels = x.shape
-    (th, tw), rows, cols = tile_windows(height, width, tile, stride)
-    corners = np.array([(r, c) for r in rows for c in cols], np.int32)
-    weight = supir_tile_weights(th, tw)
-    count = np.zeros((height, width))
-    for r, c in corners:
-        count[r:r + th, c:c + tw] += weight
-    w = jnp.asarray(weight, x.dtype)[None, :, :, None]
-
-    def add_tile(total, corner):
-        start = (0, corner[0], corner[1], 0)
-        y = fn(jax.lax.dynamic_slice(x, start, (b, th, tw, channels)))
-        here = jax.lax.dynamic_slice(total, start, (b, th, tw, out_channels))
-        return jax.lax.dynamic_update_slice(total, here + y * w, start), None
-
-    total, _ = jax.lax.scan(add_tile, jnp.zeros((b, height, width, out_channels), x.dtype), jnp.asarray(corners))
-    return total / jnp.asarray(count, x.dtype)[None, :, :, None]
+def _guided_denoiser(model, params, cond, uncond, settings: restore_edm.RestoreEDMSettings, sigmas):
+    """sgm's ``LinearCFG`` over :func:`supir_denoiser` on one batch ``[uncond; cond]``, the control scale linear in
+    the step's σ (``batchify_sample``)."""
+    control = functools.partial(restore_edm.control_scale, settings, sigmas)
+    return classifier_free_guidance(lambda x, sigma, c, step: supir_denoiser(model, params, c, control)(x, sigma, step),
+                                    cond, uncond, restore_edm.cfg_scale(settings), batched=True)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _sample_tiled(model, tile, stride, params, x_init, sigmas, noise, x_center, cond, uncond, settings):
-    """``SUPIR.sample`` (CFG on [uncond; cond]) with every guided denoiser evaluation tiled (module docstring)."""
+@functools.partial(jax.jit, static_argnums=(0, 1, 2), static_argnames="trajectory")
+def _sample(model, tile, stride, params, x_init, sigmas, noise, x_center, cond, uncond, settings, trajectory=False):
     channels = x_init.shape[-1]
 
-    def denoise(x, sigma, cfg_scale, control_scale):
-        def guided(tile_in):
-            x_t, control = tile_in[..., :channels], tile_in[..., channels:]
-            both = {"crossattn": jnp.concatenate([uncond["crossattn"], cond["crossattn"]]),
-                    "vector": jnp.concatenate([uncond["vector"], cond["vector"]]),
-                    "control": jnp.concatenate([control, control])}
-            network = lambda x_in, t: model.net.apply({"params": params}, x_in, t, both, control_scale,  # noqa: E731
-                                                      method="network")
-            out = restore_edm.discrete_eps_denoiser(network, model.sigma_table, jnp.concatenate([x_t, x_t]), sigma)
-            out_uncond, out_cond = jnp.split(out, 2)
-            return out_uncond + cfg_scale * (out_cond - out_uncond)
+    def denoise(x, sigma, step):
+        if not tile:
+            return _guided_denoiser(model, params, cond, uncond, settings, sigmas)(x, sigma, step)
 
-        return tiled_blend(guided, jnp.concatenate([x, cond["control"]], axis=-1), tile, stride, channels)
+        def on_tile(tile_in):
+            control = tile_in[..., channels:]
+            c, u = ({**conds, "control": control} for conds in (cond, uncond))
+            return _guided_denoiser(model, params, c, u, settings, sigmas)(tile_in[..., :channels], sigma, step)
 
-    return restore_edm.sample_restore_edm(denoise, x_init, sigmas, noise, x_center, settings)
+        return tiled_blend(on_tile, jnp.concatenate([x, cond["control"]], axis=-1), tile, stride)
+
+    x = x_init * jnp.sqrt(1.0 + sigmas[0] ** 2)   # sgm ``prepare_sampling_loop``
+    return sample_euler(guided(denoise, restore_edm.center_guidance(x_center, sigmas, settings)), x, sigmas, noise,
+                        trajectory=trajectory, s_churn=settings.s_churn, s_noise=settings.s_noise)
+
+
+def sample_restore_edm(model, params, x_init, sigmas, noise, x_center, cond, uncond,
+                       settings: restore_edm.RestoreEDMSettings, *, tile: int = 0, tile_stride: int = 64,
+                       trajectory: bool = False):
+    """``RestoreEDMSampler`` as ``batchify_sample`` calls it: :func:`jaxir.diffusion.edm.sample_euler` from
+    standard-normal ``x_init`` scaled by √(1 + σ₀²), over the CFG-guided :func:`supir_denoiser` with the hook
+    :func:`jaxir.diffusion.restore_edm.center_guidance`; every guided denoiser evaluation on SUPIR's latent tiles
+    with ``tile`` > 0 (module docstring). ``sigmas``: (N + 1,) descending, ending at 0
+    (:func:`~jaxir.diffusion.restore_edm.legacy_ddpm_sigmas`); ``noise``: (N, *x_init.shape), the churn noise.
+    Arrays and settings are cast to float32 and traced, so new noise, σ schedules (of the same length) or settings
+    reuse the compiled program (an int setting such as ``s_churn=5`` would otherwise trace with another dtype).
+    Returns the final latent, and with ``trajectory`` also the :class:`~jaxir.diffusion.samplers.Trajectory`."""
+    f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
+    return _sample(model, tile, tile_stride if tile else 0, params, f32(x_init), f32(sigmas), f32(noise),
+                   f32(x_center), jax.tree.map(f32, dict(cond)), jax.tree.map(f32, dict(uncond)),
+                   restore_edm.RestoreEDMSettings(*map(f32, settings)), trajectory=trajectory)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def _draw_noise(key, sample_ids, shape, steps):
-    """Per sample one standard-normal stream from ``fold_in(key, id)`` of ``(steps + 2)·prod(shape)`` values: its
-    first latent-sized block is x_center's posterior noise, the second the starting latent, the rest the step noise
-    → (center (B, *shape), init (B, *shape), steps (steps, B, *shape))."""
-    n = int(np.prod(shape))
-    flat = jax.vmap(lambda k: jax.random.normal(k, ((steps + 2) * n,), jnp.float32))(
-        per_sample_keys(key, sample_ids.shape[0], sample_ids))
-    b = flat.shape[0]
-    steps_noise = flat[:, 2 * n:].reshape(b, steps, *shape)
-    return flat[:, :n].reshape(b, *shape), flat[:, n:2 * n].reshape(b, *shape), jnp.moveaxis(steps_noise, 1, 0)
+    """Per sample one standard-normal stream from ``fold_in(key, id)`` (:func:`jaxir.diffusion.noise.normal_blocks`)
+    of ``steps + 2`` latent-sized blocks: x_center's posterior noise, the starting latent, then the step noise →
+    (center (B, *shape), init (B, *shape), steps (steps, B, *shape))."""
+    blocks = normal_blocks(key, sample_ids, shape, steps + 2)
+    return blocks[0], blocks[1], blocks[2:]
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _color_fix(kind, decoded, x_stage1):
+def stage1_color_fix(kind, decoded, x_stage1):
     """The colour fix against x_stage1 in [−1, 1], mapped to [0, 1]."""
     return (COLOR_FIXES[kind](decoded, x_stage1) + 1.0) / 2.0
 
@@ -373,12 +366,8 @@ class SUPIRPipeline:
     def sample(self, x_init, noise, x_center, cond: dict, uncond: dict) -> jax.Array:
         """Step 4: the restore-EDM sampler, tiled with ``tile_size``."""
         s = self.settings
-        if not s.tile_size:
-            return self.model.sample(self.params, x_init, self.sigmas(), noise, x_center, cond, uncond, s.values())
-        f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-        return _sample_tiled(self.model, s.tile_size, s.tile_stride, self.params, f32(x_init), f32(self.sigmas()),
-                             f32(noise), f32(x_center), jax.tree.map(f32, cond), jax.tree.map(f32, uncond),
-                             restore_edm.RestoreEDMSettings(*map(f32, s.values())))
+        return sample_restore_edm(self.model, self.params, x_init, self.sigmas(), noise, x_center, cond, uncond,
+                                  s.values(), tile=s.tile_size, tile_stride=s.tile_stride)
 
     def restore_image(self, image: jax.Array, key: jax.Array, sample_ids=None) -> jax.Array:
         """Steps 2–5 on images already at the sampling size (NHWC in [0, 1]): the colour-fixed restoration at that
@@ -388,14 +377,12 @@ class SUPIRPipeline:
         if len(sample_ids) != n:
             raise JaxirInputError(f"{len(sample_ids)} sample ids for a batch of {n}")
         if self.mesh is not None:
-            size = parallel.padded_size(n, self.mesh)
-            image = parallel.shard_batch(parallel.pad_batch(image, size), self.mesh)
-            sample_ids = np.concatenate([sample_ids, np.repeat(sample_ids[-1:], size - n)])
+            image, sample_ids = parallel.shard_samples(image, sample_ids, self.mesh)
         center, init, steps = self.noise(key, image.shape[:3], sample_ids)
         z_lq, x_stage1, x_center = self.stage1(image, center)
         cond, uncond = self.conditions(z_lq)
         z = self.sample(init, steps, x_center, cond, uncond)
-        return _color_fix(self.settings.color_fix, self.decode(z), x_stage1)[:n]
+        return stage1_color_fix(self.settings.color_fix, self.decode(z), x_stage1)[:n]
 
     def __call__(self, lq, degradation: Degradation, key: jax.Array,
                  sample_ids: Sequence[int] | None = None) -> jax.Array:
