@@ -21,12 +21,13 @@ provenance.json (source paths and sha256).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
 
 from checkpoints_conversion import diffbir
-from checkpoints_conversion.errors import ConversionError
+from checkpoints_conversion.errors import naming
 from checkpoints_conversion.keymap import strip_prefix
 from checkpoints_conversion.sources import read_state_dict, sha256
 from jaxir import checkpoints
@@ -164,18 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supir", required=True, help="SUPIR checkpoint (SUPIR-v0Q.ckpt, SUPIR-v0F.ckpt)")
     p.add_argument("--config", help="SUPIR option file (options/SUPIR_v0.yaml format); default: v0 sizes")
     p.set_defaults(func=_supir)
-    for name, func, layouts in (("vae", _vae, ("ldm", "diffusers")), ("unet", _unet, ("ldm", "diffusers")),
-                                ("controlnet", _controlnet, ("ldm", "diffusers")),
-                                ("text", _text, ("sd2", "open_clip", "transformers", "sdxl_clip_l", "sdxl_bigg")),
-                                ("dinov2", _dinov2, ("hub", "timm"))):
+    for name, func, layouts, presets in (
+            ("vae", _vae, ("ldm", "diffusers"), ("sd", "sdxl")),
+            ("unet", _unet, ("ldm", "diffusers"), ("sd15", "sd21_base", "sdxl_base")),
+            ("controlnet", _controlnet, ("ldm", "diffusers"), ("diffbir", "sd15_hint")),
+            ("text", _text, ("sd2", "open_clip", "transformers", "sdxl_clip_l", "sdxl_bigg"),
+             ("openclip_vit_h", "openai_clip_l", "openclip_bigg")),
+            ("dinov2", _dinov2, ("hub", "timm"), None)):   # dinov2.preset names an unknown one itself
         p = sub.add_parser(name, help=f"{name} alone")
         p.add_argument("input", help="checkpoint file (.ckpt, .pth, .safetensors, .bin)")
         p.add_argument("--layout", default=layouts[0], choices=layouts)
-        p.add_argument("--preset", help="architecture preset (see the module docstring)")
+        p.add_argument("--preset", choices=presets, help="architecture preset (default: see the module docstring)")
         p.set_defaults(func=func)
     p = sub.add_parser("stripformer", help="Stripformer deblurring (Stripformer_gopro.pth, DataParallel keys)")
     p.add_argument("input", help="Stripformer_gopro.pth (or a RealBlur one: same architecture)")
-    p.add_argument("--preset", help="architecture preset: gopro (default)")
+    p.add_argument("--preset", choices=("gopro",), help="architecture preset: gopro (default)")
     p.set_defaults(func=_stripformer)
     p = sub.add_parser("rrdbnet", help="RRDBNet: Real-ESRGAN x4plus/x2plus (BasicSR keys), BSRNet (BSRGAN keys)")
     p.add_argument("input", help="RealESRGAN_x4plus.pth, RealESRGAN_x2plus.pth or BSRNet.pth")
@@ -205,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        kind, config, params, sources = args.func(args)
+        # a single-input converter's errors name its file; the two-file ones name the file themselves
+        with naming(args.input) if hasattr(args, "input") else contextlib.nullcontext():
+            kind, config, params, sources = args.func(args)
         import jax.numpy as jnp
 
         out = checkpoints.save(args.out, kind, config, params, converter=f"checkpoints_conversion {args.kind}",
@@ -213,9 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                                         for k, v in sources.items()},
                                notes={"converter_version": CONVERTER_VERSION},
                                dtype=jnp.bfloat16 if args.bf16 else None)
-    except (ConversionError, JaxirInputError, AttributeError) as err:
-        message = f"unknown preset {args.preset!r}" if isinstance(err, AttributeError) else str(err)
-        print(f"checkpoints_conversion: error: {message}", file=sys.stderr)
+    except JaxirInputError as err:
+        print(f"checkpoints_conversion: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {kind} checkpoint to {out}")
     return 0

@@ -15,7 +15,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from checkpoints_conversion.errors import ConversionError
+from checkpoints_conversion.errors import ConversionError, naming
 from checkpoints_conversion.keymap import strip_prefix
 from checkpoints_conversion.sources import read_state_dict
 from checkpoints_conversion.text_keys import convert_text_encoder
@@ -46,7 +46,12 @@ def load_config(path: str | Path | None) -> ControlLDMConfig:
     params = data.get("params", data) if isinstance(data, dict) else None
     if not isinstance(params, dict):
         raise ConversionError(f"{path}: not a DiffBIR ControlLDM config")
-    return ControlLDMConfig.from_diffbir_yaml(params)
+    try:
+        return ControlLDMConfig.from_diffbir_yaml(params)
+    except JaxirInputError as err:   # the config's own check: it names what is missing, not the file
+        raise ConversionError(f"{path}: {err}") from None
+    except (KeyError, TypeError, ValueError) as err:   # a YAML of something else
+        raise ConversionError(f"{path}: not a DiffBIR ControlLDM config ({type(err).__name__}: {err})") from None
 
 
 def load_process(path: str | Path | None, parameterization: str | None, zero_snr: bool | None):
@@ -89,13 +94,19 @@ def _split_sd(state: dict, path) -> dict[str, dict]:
 
 
 def convert(sd_path, controlnet_path, config: ControlLDMConfig) -> dict:
-    """The ``ControlLDMNet`` parameter tree ``{unet, controlnet, vae, text}``."""
-    sd = read_state_dict(sd_path)
-    parts = _split_sd(sd, sd_path)
-    control = read_state_dict(controlnet_path)
-    if any(k.startswith(UNET_PREFIX) for k in control):
-        raise ConversionError(f"{controlnet_path}: this is a Stable Diffusion checkpoint, not a DiffBIR ControlNet")
-    return {"unet": convert_unet(parts["unet"], config.unet, "ldm"),
-            "controlnet": convert_controlnet(control, config.controlnet, "ldm"),
-            "vae": convert_vae(parts["vae"], config.vae, "ldm"),
-            "text": convert_text_encoder({TEXT_PREFIX + k: v for k, v in parts["text"].items()}, config.text, "sd2")}
+    """The ``ControlLDMNet`` parameter tree ``{unet, controlnet, vae, text}``; an error names the file at fault
+    and its command-line option (``--sd`` or ``--controlnet``)."""
+    with naming(sd_path, "--sd"):
+        parts = _split_sd(read_state_dict(sd_path), sd_path)
+    with naming(controlnet_path, "--controlnet"):   # both files are what they claim before the long conversion
+        control = read_state_dict(controlnet_path)
+        if any(k.startswith(UNET_PREFIX) for k in control):
+            raise ConversionError("this is a Stable Diffusion checkpoint, not a DiffBIR ControlNet")
+    with naming(sd_path, "--sd"):
+        params = {"unet": convert_unet(parts["unet"], config.unet, "ldm"),
+                  "vae": convert_vae(parts["vae"], config.vae, "ldm"),
+                  "text": convert_text_encoder({TEXT_PREFIX + k: v for k, v in parts["text"].items()}, config.text,
+                                               "sd2")}
+    with naming(controlnet_path, "--controlnet"):
+        params["controlnet"] = convert_controlnet(control, config.controlnet, "ldm")
+    return params

@@ -71,8 +71,11 @@ def apply_rules(source: Mapping[str, np.ndarray], rules: Iterable[Rule], target_
             continue
         want = flat_target[path]
         value = np.asarray(value)
-        out = rule.transform(value) if rule.transform else auto_transform(value, path, len(want.shape))
-        if tuple(out.shape) != tuple(want.shape):
+        try:
+            out = rule.transform(value) if rule.transform else auto_transform(value, path, len(want.shape))
+        except (ValueError, IndexError):   # a transform's axes do not fit this tensor: another model's file
+            out = None
+        if out is None or tuple(out.shape) != tuple(want.shape):
             mismatched.append(f"{key} {tuple(value.shape)} → {path} {tuple(want.shape)}")
             continue
         if path in filled:

@@ -84,6 +84,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - corrupt, truncated or not a torch file
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:120]})") from None
+        first_line = str(err).strip().split("\n")[0][:120]   # some errors (an empty file's) have no message
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}"
+                              + (f": {first_line})" if first_line else ")")) from None
     return {k: _to_numpy(v) for k, v in _unwrap(obj, path).items()}

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from checkpoints_conversion.diffbir import SD_IGNORED
-from checkpoints_conversion.errors import ConversionError
+from checkpoints_conversion.errors import ConversionError, naming
 from checkpoints_conversion.keymap import Rule, apply_rules, strip_prefix
 from checkpoints_conversion.sources import read_state_dict
 from checkpoints_conversion.text_keys import LAYOUTS as TEXT_LAYOUTS
@@ -31,6 +31,7 @@ from checkpoints_conversion.unet_keys import ldm_rules
 from checkpoints_conversion.vae_keys import LDM_IGNORED as VAE_IGNORED
 from checkpoints_conversion.vae_keys import convert_vae
 from checkpoints_conversion.vae_keys import ldm_rules as vae_ldm_rules
+from jaxir.errors import JaxirInputError
 from jaxir.models import supir
 from jaxir.models.vae import param_shapes as vae_param_shapes
 
@@ -129,10 +130,22 @@ def load_config(path: str | Path | None) -> supir.SUPIRConfig:
         data = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as err:
         raise ConversionError(f"{path}: not a readable YAML config ({type(err).__name__})") from None
-    return supir.SUPIRConfig.from_options(data)
+    try:
+        return supir.SUPIRConfig.from_options(data)
+    except JaxirInputError as err:   # the config's own check: it names what is missing, not the file
+        raise ConversionError(f"{path}: {err}") from None
+    except (AttributeError, KeyError, TypeError, ValueError) as err:   # a YAML of something else
+        raise ConversionError(f"{path}: not a SUPIR option file ({type(err).__name__}: {err})") from None
 
 
 def convert(sdxl_path, supir_path, config: supir.SUPIRConfig) -> dict:
-    """Read both files and convert (see the module docstring)."""
-    state = merge_sources(read_state_dict(sdxl_path), read_state_dict(supir_path), sdxl_path, supir_path)
-    return convert_state(state, config)
+    """Read both files and convert (see the module docstring). Reading errors name the file and its option;
+    the tensors of the two files are merged before they are mapped (SUPIR overrides SDXL's), so an error
+    of the mapping names both."""
+    with naming(sdxl_path, "--sdxl"):
+        sdxl = read_state_dict(sdxl_path)
+    with naming(supir_path, "--supir"):
+        supir_state = read_state_dict(supir_path)
+    state = merge_sources(sdxl, supir_state, f"{sdxl_path} (--sdxl)", f"{supir_path} (--supir)")
+    with naming(f"{sdxl_path} (--sdxl) merged with {supir_path} (--supir)"):
+        return convert_state(state, config)

@@ -10,6 +10,7 @@ their converted checkpoints exist under ``$JAXIR_CHECKPOINTS``. Writes results.c
 import argparse
 import sys
 
+from jaxir import atomic
 from jaxir.data import bundled_photos
 from jaxir.restorers.cldm import checkpoint_name, supir_checkpoint_name
 from jaxir.weights import checkpoint_path
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     rows = ceiling_table(available_autoencoders(), bundled_photos(args.photos.split(",") if args.photos else None),
                          out, tile=args.tile)
     table = ceiling_markdown(rows)
-    (out / "table.md").write_text(table)
+    atomic.write_text(out / "table.md", table)
     print(table)
     return 0
 

@@ -9,20 +9,22 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from jaxir.data.images import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
 from jaxir.degradations.levels import DEFAULT_LEVELS
 from jaxir.errors import JaxirInputError
 from jaxir.runtime import configure_runtime
 
 def _images(args):
-    from jaxir.data import bundled_photos, image_folder
+    """(the images that loaded, (file, error) of those that did not): every file is tried, so all bad ones are
+    reported together (see :mod:`jaxir.study.inputs`)."""
+    from jaxir.data import bundled_photos, read_folder
 
     if args.images:
-        return list(image_folder(args.images, alpha=args.alpha))
-    return bundled_photos(args.photos.split(",") if args.photos else None)
+        return read_folder(args.images, alpha=args.alpha, max_pixels=args.max_pixels)
+    return bundled_photos(args.photos.split(",") if args.photos else None), []
 
 
 def cmd_study(args) -> int:
@@ -30,10 +32,11 @@ def cmd_study(args) -> int:
     from jaxir.settings import parse_assignments
     from jaxir.study.main import run_main_study
 
-    run, report = run_main_study(Path(args.out), _images(args), parse_levels(args.levels),
+    records, failures = _images(args)
+    run, report = run_main_study(Path(args.out), records, parse_levels(args.levels),
                                  args.restorers.split(",") if args.restorers else None, seed=args.seed,
                                  assignments=parse_assignments(args.set), save_images=args.save_images,
-                                 progress=not args.quiet)
+                                 progress=not args.quiet, failures=failures, skip_bad_images=args.skip_bad_images)
     print(f"{len(run.rows)} cells in {Path(args.out) / 'results.csv'}; report {report}")
     return 0
 
@@ -117,7 +120,7 @@ def cmd_restore(args) -> int:
     import jax.numpy as jnp
     from tqdm import tqdm
 
-    from jaxir.data import image_folder, load_image, save_image
+    from jaxir.data import load_image, read_folder, save_image
 
     import jax
 
@@ -126,9 +129,16 @@ def cmd_restore(args) -> int:
     degradation = parse_level(args.level)
     source = Path(args.input)
     if source.is_dir():
-        images = [(r.name, r.image) for r in image_folder(source, alpha=args.alpha)]
+        records, failures = read_folder(source, alpha=args.alpha, max_pixels=args.max_pixels)
+        if failures and not args.skip_bad_images:
+            raise JaxirInputError(f"{len(failures)} images cannot be read, nothing was restored: "
+                                  f"{'; '.join(str(err) for _, err in failures)}. Fix or remove them, or pass "
+                                  "--skip-bad-images")
+        for _, err in failures:
+            print(f"skipped {err}", file=sys.stderr)
+        images = [(r.name, r.image) for r in records]
     else:
-        images = [(source.stem, load_image(source, alpha=args.alpha))]
+        images = [(source.stem, load_image(source, alpha=args.alpha, max_pixels=args.max_pixels))]
     restorer = _configured_restorer(args)
     key = jax.random.key(args.seed)
     out = Path(args.out)
@@ -139,10 +149,7 @@ def cmd_restore(args) -> int:
         if target.exists() and not args.overwrite:
             continue   # resumable: finished images are kept
         restored = restorer.restore(jnp.asarray(image)[None], degradation, key, [index])[0]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.stem}.partial.png")
-        save_image(partial, restored)
-        os.replace(partial, target)   # an interrupted write never looks finished
+        save_image(target, restored)   # atomic: an interrupted write never looks finished
         done += 1
     print(f"restored {done} of {len(images)} images into {out}")
     return 0
@@ -167,7 +174,8 @@ def _train_restorer(args, config) -> str:
     if args.data != "dead-leaves":
         from jaxir.data.crops import training_images
 
-        images = training_images(args.data, min_size=args.crop, data_dir=args.data_dir, alpha=args.alpha)
+        images = training_images(args.data, min_size=args.crop, data_dir=args.data_dir, alpha=args.alpha,
+                                 max_pixels=args.max_pixels)
     path = train_restorer(args.task, args.out, model_config=model, train_config=config, data=data, seed=args.seed,
                           dead_leaves=dead_leaves, images=images, progress=not args.quiet, command=_train_command())
     return f"trained restorer written to {path}"
@@ -244,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a restorer setting (e.g. t_start=400, diffbir_v2:steps=20); NAME alone applies to every "
                             "restorer that has it; repeatable (see `jaxir restorers --settings`)")
     study.add_argument("--save-images", action="store_true", help="also write every restored image as PNG")
+    study.add_argument("--skip-bad-images", action="store_true",
+                       help="leave out images that cannot be read or are too small for a metric at some level, and "
+                            "list them in the report (default: stop before computing anything, listing them all)")
     study.add_argument("--quiet", action="store_true", help="no progress bar")
     study.set_defaults(func=cmd_study)
     restore = sub.add_parser("restore", help="restore an image or a folder of degraded images")
@@ -264,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--set", action="append", metavar="NAME=VALUE",
                          help="any setting of the restorer (see `jaxir restorers --settings`); repeatable")
     restore.add_argument("--overwrite", action="store_true", help="redo images already in --out")
+    restore.add_argument("--skip-bad-images", action="store_true",
+                         help="restore the readable images of a folder and list the others (default: stop before "
+                              "restoring anything, listing them all)")
     restore.add_argument("--quiet", action="store_true", help="no progress bar")
     restore.set_defaults(func=cmd_restore)
     trainer = sub.add_parser("train", help="train jaxir's small models (resumable in --out)")
@@ -312,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--seed", type=int, default=0)
     trainer.add_argument("--quiet", action="store_true")
     trainer.set_defaults(func=cmd_train)
+    for command in (study, restore, trainer):
+        command.add_argument("--max-pixels", type=int, metavar="N",
+                             help=f"refuse image files of more than N pixels (default ${MAX_PIXELS_ENV} or "
+                                  f"{DEFAULT_MAX_PIXELS}; a header can claim any size)")
     listing = sub.add_parser("restorers", help="list restorers and whether they can run")
     listing.add_argument("--settings", action="store_true", help="also print every restorer's settings (defaults)")
     listing.set_defaults(func=cmd_restorers)
@@ -325,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except JaxirInputError as err:
         print(f"jaxir: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:   # the file system refused (a full disk, an --out that is a file, no permission)
+        print(f"jaxir: error: {f'{err.filename}: ' if err.filename else ''}{err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("jaxir: interrupted; finished cells are saved, run the same command to resume", file=sys.stderr)

@@ -16,8 +16,14 @@ def _tupled(value):
     return value
 
 
+# the JSON types a field of a plain type may hold (a bool is an int to Python, not to a config)
+_PLAIN_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+
+
 def config_from_dict(cls, data: dict):
-    """Rebuild ``cls`` from :func:`config_to_dict` output; unknown fields are an error."""
+    """Rebuild ``cls`` from :func:`config_to_dict` output; unknown fields and a value of the wrong type in a
+    field of a plain type (int, float, bool, str) are a ``ValueError`` naming the field: a damaged or edited
+    config.json must fail here, not as a shape error deep inside the model."""
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - fields
@@ -29,5 +35,8 @@ def config_from_dict(cls, data: dict):
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             kwargs[name] = config_from_dict(hint, value)
         else:
+            allowed = _PLAIN_TYPES.get(hint)
+            if allowed and (not isinstance(value, allowed) or (hint is not bool and isinstance(value, bool))):
+                raise ValueError(f"{cls.__name__}.{name}: expected {hint.__name__}, got {value!r}")
             kwargs[name] = _tupled(value)
     return cls(**kwargs)

@@ -36,6 +36,8 @@ def as_rgb_batch(x, name: str = "image") -> tuple[jax.Array, bool]:
         raise JaxirInputError(
             f"{name}: expected float values in [0, 1], got dtype {x.dtype}; convert integers with "
             f"x / {np.iinfo(x.dtype).max if jnp.issubdtype(x.dtype, jnp.integer) else 'max'}")
+    if 0 in x.shape:
+        raise JaxirInputError(f"{name}: has no pixels (shape {tuple(x.shape)})")
     if is_concrete(x):
         xa = np.asarray(x)
         if not np.isfinite(xa).all():

@@ -38,11 +38,20 @@ def how_to_get(downloads: str | tuple[str, ...], convert_args: str, checkpoint: 
 
 
 def missing_reason(checkpoint: str | os.PathLike, how: str) -> str | None:
-    """None when ``checkpoint`` (a name or path) holds a converted model, else why not and how to make it."""
+    """None when ``checkpoint`` (a name or path) holds a whole converted model, else why not and how to make it.
+    A damaged checkpoint is found here, before a run starts, without reading its parameters
+    (:func:`jaxir.checkpoints.verify`), so a study lists its restorer as not run instead of failing mid-run."""
+    from jaxir.checkpoints import verify
+    from jaxir.errors import JaxirInputError
+
     path = checkpoint_path(checkpoint)
-    if (path / "config.json").is_file():
-        return None
-    return f"no checkpoint at {path}; create it with: {how}"
+    if not (path / "config.json").is_file():
+        return f"no checkpoint at {path}; create it with: {how}"
+    try:
+        verify(path)
+    except JaxirInputError as err:
+        return f"damaged checkpoint: {err}; delete it and create it again with: {how}"
+    return None
 
 
 def filename(url: str) -> str:

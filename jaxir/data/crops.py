@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jaxir.data.folders import image_folder
+from jaxir.data.folders import read_folder
 from jaxir.data.images import to_uint8
 from jaxir.data.tfds import import_tfds
 from jaxir.errors import JaxirInputError
@@ -63,8 +63,9 @@ def _tfds_images(name: str, split: str, data_dir, download: bool):
 
 
 def training_images(spec: str, *, min_size: int, data_dir=None, download: bool = True,
-                    alpha: str = "error") -> TrainingImages:
-    """The clean images of ``spec`` (module docstring), each at least ``min_size`` pixels on both sides."""
+                    alpha: str = "error", max_pixels: int | None = None) -> TrainingImages:
+    """The clean images of ``spec`` (module docstring), each at least ``min_size`` pixels on both sides. Every
+    image is checked before training starts, and all the unusable ones are named in one error."""
     if spec.startswith("tfds:"):
         name, _, split = spec[len("tfds:"):].partition(":")
         pairs = list(_tfds_images(name, split or "train", data_dir, download))
@@ -72,13 +73,17 @@ def training_images(spec: str, *, min_size: int, data_dir=None, download: bool =
         folder = spec[len("folder:"):] if spec.startswith("folder:") else spec
         if not os.path.isdir(folder):
             raise JaxirInputError(f"training data {spec!r} is neither a folder nor tfds:NAME[:SPLIT]")
-        pairs = [(record.name, to_uint8(record.image)) for record in image_folder(folder, alpha=alpha)]
+        records, failures = read_folder(folder, alpha=alpha, max_pixels=max_pixels)
+        if failures:
+            raise JaxirInputError(f"training data {spec!r}: {len(failures)} unreadable images: "
+                                  f"{'; '.join(str(err) for _, err in failures)}")
+        pairs = [(record.name, to_uint8(record.image)) for record in records]
     if not pairs:
         raise JaxirInputError(f"training data {spec!r} holds no images")
-    for name, image in pairs:
-        if min(image.shape[:2]) < min_size:
-            raise JaxirInputError(f"training image {name} is {image.shape[0]}×{image.shape[1]}, smaller than the "
-                                  f"{min_size}-pixel crop")
+    small = [f"training image {name} is {image.shape[0]}×{image.shape[1]}" for name, image in pairs
+             if min(image.shape[:2]) < min_size]
+    if small:
+        raise JaxirInputError(f"{'; '.join(small)}, smaller than the {min_size}-pixel crop")
     names, images = zip(*pairs)
     return TrainingImages(spec, tuple(names), tuple(images))
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jaxir.data.images import IMAGE_SUFFIXES, ImageRecord, load_image
-from jaxir.errors import JaxirInputError
+from jaxir.errors import ImageLoadError, JaxirInputError
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
@@ -26,15 +26,31 @@ def _name(path: Path, root: Path) -> str:
     return path.relative_to(root).with_suffix("").as_posix()
 
 
-def image_folder(folder: str | os.PathLike, alpha: str = "error") -> Iterator[ImageRecord]:
+def image_folder(folder: str | os.PathLike, alpha: str = "error", max_pixels: int | None = None
+                 ) -> Iterator[ImageRecord]:
     """Every image under ``folder`` as an :class:`ImageRecord` named by its relative path without suffix."""
     root = Path(folder)
     for path in list_images(root):
-        yield ImageRecord(_name(path, root), load_image(path, alpha=alpha), str(path))
+        yield ImageRecord(_name(path, root), load_image(path, alpha=alpha, max_pixels=max_pixels), str(path))
+
+
+def read_folder(folder: str | os.PathLike, alpha: str = "error", max_pixels: int | None = None
+                ) -> tuple[list[ImageRecord], list[tuple[Path, ImageLoadError]]]:
+    """Every image under ``folder`` like :func:`image_folder`, reading on past the files that fail, so one
+    bad file does not hide the others: (the images that loaded, (file, its error) for each one that did not)."""
+    root = Path(folder)
+    records, failures = [], []
+    for path in list_images(root):
+        try:
+            records.append(ImageRecord(_name(path, root), load_image(path, alpha=alpha, max_pixels=max_pixels),
+                                       str(path)))
+        except ImageLoadError as err:
+            failures.append((path, err))
+    return records, failures
 
 
 def paired_folders(folder: str | os.PathLike, gt_dir: str = "sharp", lq_dir: str = "blur",
-                   alpha: str = "error") -> Iterator[tuple[ImageRecord, ImageRecord]]:
+                   alpha: str = "error", max_pixels: int | None = None) -> Iterator[tuple[ImageRecord, ImageRecord]]:
     """(GT, LQ) pairs matched by relative path.
 
     Two layouts are recognised: ``folder/{gt_dir,lq_dir}/...`` (one pair of folders) and GoPro's
@@ -56,7 +72,8 @@ def paired_folders(folder: str | os.PathLike, gt_dir: str = "sharp", lq_dir: str
             raise JaxirInputError(f"{scene}: '{gt_dir}' and '{lq_dir}' do not pair up; unmatched: {missing}")
         for key in sorted(gts):
             name = key if scene == root else f"{scene.name}/{key}"
-            gt, lq = load_image(gts[key], alpha=alpha), load_image(lqs[key], alpha=alpha)
+            gt = load_image(gts[key], alpha=alpha, max_pixels=max_pixels)
+            lq = load_image(lqs[key], alpha=alpha, max_pixels=max_pixels)
             if gt.shape != lq.shape:
                 raise JaxirInputError(f"{name}: GT {gt.shape[:2]} and LQ {lq.shape[:2]} sizes differ")
             yield ImageRecord(name, gt, str(gts[key])), ImageRecord(name, lq, str(lqs[key]))

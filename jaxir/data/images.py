@@ -8,23 +8,34 @@ Automatic, documented conversions on load (a person's photo folder holds every k
   * an alpha channel is dropped when it is fully opaque; otherwise ``alpha`` decides: "error" (default)
     refuses, "drop" ignores it (as OpenCV's IMREAD_COLOR does), "white"/"black" composites onto that colour.
 Crops to a model's multiple are never implicit: use :func:`crop_to_multiple`.
+
+Pixel limit: a file's header can claim any size (a 100-byte PNG may announce 10⁵ × 10⁵ pixels, 120 GB as
+float32), so the size is checked against ``max_pixels`` before any pixel is decoded. Pillow's own, global
+decompression-bomb check is replaced by this one while jaxir reads a file, so the limit is jaxir's alone and
+raising it (argument, ``JAXIR_MAX_PIXELS``, or ``--max-pixels`` on the command line) really raises it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from jaxir import atomic
 from jaxir.errors import ImageLoadError, JaxirInputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 ALPHA_MODES = ("error", "drop", "white", "black")
+DEFAULT_MAX_PIXELS = 89_478_485   # Pillow's default limit (a 0.25 GiB 24-bit bitmap; ~1 GiB as float32 RGB)
+MAX_PIXELS_ENV = "JAXIR_MAX_PIXELS"
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,20 +120,54 @@ def _to_float_rgb(img: Image.Image, alpha: str, origin: str, low: np.ndarray | N
     return arr.astype(np.float32)
 
 
-def load_image(path: str | os.PathLike, alpha: str = "error") -> np.ndarray:
-    """Read an image file as float32 HWC RGB in [0, 1] (conversions: see the module docstring)."""
+def _pixel_limit(max_pixels: int | None = None) -> int:
+    """The pixel limit in force: ``max_pixels`` if given, else ``$JAXIR_MAX_PIXELS``, else the default."""
+    if max_pixels is None:
+        text = os.environ.get(MAX_PIXELS_ENV)
+        if text is None:
+            return DEFAULT_MAX_PIXELS
+        try:
+            max_pixels = int(float(text))
+        except ValueError:
+            raise JaxirInputError(f"{MAX_PIXELS_ENV}={text!r} is not a number of pixels") from None
+    if max_pixels < 1:
+        raise JaxirInputError(f"the pixel limit must be at least 1, got {max_pixels}")
+    return int(max_pixels)
+
+
+@contextlib.contextmanager
+def _without_pillow_limit():
+    """Pillow's process-wide bomb check off while jaxir opens and decodes a file (jaxir checks its own limit
+    instead); the lock keeps concurrent loads from restoring Pillow's limit under each other."""
+    with _PILLOW_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def load_image(path: str | os.PathLike, alpha: str = "error", max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as float32 HWC RGB in [0, 1] (conversions and the pixel limit: see the module
+    docstring). Every failure caused by the file is an :class:`ImageLoadError` naming it."""
     if alpha not in ALPHA_MODES:
         raise JaxirInputError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
+    limit = _pixel_limit(max_pixels)
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"{path}: no such file")
     try:
-        with Image.open(path) as img:
+        with _without_pillow_limit(), Image.open(path) as img:
+            width, height = img.size
+            if width * height > limit:
+                raise ImageLoadError(
+                    f"{path}: {width}x{height} pixels is more than the limit of {limit} (a damaged or hostile "
+                    f"header?); to load it, raise the limit: max_pixels=, ${MAX_PIXELS_ENV} or --max-pixels")
             low_tiles = _low_byte_tiles(img)
             img.load()
             low = _read_low_bytes(path, low_tiles) if low_tiles else None
             arr = _to_float_rgb(img, alpha, str(path), low)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as err:
         if isinstance(err, ImageLoadError):
             raise
         raise ImageLoadError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
@@ -137,12 +182,15 @@ def to_uint8(image) -> np.ndarray:
 
 
 def save_image(path: str | os.PathLike, image) -> None:
-    """Write a float HWC RGB image in [0, 1] as 8-bit (format from the suffix)."""
+    """Write a float HWC RGB image in [0, 1] as 8-bit (format from the suffix), atomically: a killed run
+    leaves the complete file or none (see :mod:`jaxir.atomic`)."""
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[-1] != 3:
         raise JaxirInputError(f"save_image expects HWC RGB, got shape {arr.shape}")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(arr)).save(path)
+    if not np.isfinite(arr).all():   # NaN has no 8-bit value: writing it would store arbitrary pixels
+        raise JaxirInputError(f"{path}: the image to save contains NaN or infinite values")
+    with atomic.replacing(path) as temp:
+        Image.fromarray(to_uint8(arr)).save(temp)
 
 
 def crop_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:

@@ -33,6 +33,7 @@ import numpy as np
 from jaxir import cost, settings as settings_lib
 from jaxir.degradations.pipeline import Degradation
 from jaxir.errors import JaxirInputError
+from jaxir.validation import as_rgb_batch
 from jaxir.weights import checkpoint_path
 
 # (LQ NHWC, degradation, key, sample ids) → HQ NHWC
@@ -64,10 +65,12 @@ class Restorer:
 
     def restore(self, lq, degradation: Degradation, key: jax.Array,
                 sample_ids: Sequence[int] | None = None) -> jax.Array:
-        """The restored batch; see the module docstring."""
-        lq = jnp.asarray(lq, jnp.float32)
-        if lq.ndim != 4 or lq.shape[-1] != 3:
-            raise JaxirInputError(f"{self.name}: expected an NHWC RGB batch, got shape {lq.shape}")
+        """The restored batch; see the module docstring. ``lq`` must be float RGB in [0, 1] without NaN (checked
+        here, where it is concrete: no restorer turns a NaN or 0..255 input into a silent result)."""
+        lq, batched = as_rgb_batch(lq, f"{self.name}: input")
+        if not batched:
+            raise JaxirInputError(f"{self.name}: expected an NHWC RGB batch, got shape {lq.shape[1:]}")
+        lq = lq.astype(jnp.float32)
         ids = np.arange(lq.shape[0]) if sample_ids is None else np.asarray(sample_ids)
         if ids.shape != (lq.shape[0],):
             raise JaxirInputError(f"{self.name}: {len(ids)} sample ids for a batch of {lq.shape[0]}")

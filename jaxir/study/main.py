@@ -2,7 +2,8 @@
 
 :func:`run_main_study` is what ``jaxir study`` runs: unavailable restorers are listed with the reason (which file to
 convert, and how) and left out, never a crash and never silently; every restorer's effective settings are
-recorded in ``study.json`` and the report.
+recorded in ``study.json`` and the report. Every image is checked before the first cell
+(:mod:`jaxir.study.inputs`): the bad ones stop the study, all listed, or are skipped and listed in the report.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 
 from jaxir.data.images import ImageRecord
 from jaxir.degradations.pipeline import Degradation
-from jaxir.errors import JaxirInputError
+from jaxir.errors import ImageLoadError, JaxirInputError
 from jaxir.restorers import registered
 from jaxir.restorers.base import configure_all
 from jaxir.study.plots import plot_metrics_vs_level, plot_perception_distortion
+from jaxir.study.inputs import screen_images
 from jaxir.study.report import write_report
 from jaxir.study.runner import StudyConfig, StudyRun, restorer_settings, run_study
 
@@ -37,15 +39,22 @@ def select_restorers(names: Sequence[str] | None, assignments: dict[str, object]
 def run_main_study(out: Path, images: Sequence[ImageRecord], levels: Sequence[Degradation],
                    restorer_names: Sequence[str] | None = None, seed: int = 0,
                    assignments: dict[str, object] | None = None, save_images: bool = False,
-                   progress: bool = True) -> tuple[StudyRun, Path]:
-    """Run the study into ``out``; returns the run and the report's path."""
+                   progress: bool = True, failures: Sequence[tuple[Path, ImageLoadError]] = (),
+                   skip_bad_images: bool = False) -> tuple[StudyRun, Path]:
+    """Run the study into ``out``; returns the run and the report's path. ``failures``: the files of the image set
+    that did not load, as :func:`jaxir.data.read_folder` returns them; with ``skip_bad_images`` they and the
+    images too small for ``levels`` are left out (and reported), otherwise they stop the study before it starts."""
     restorers, unavailable = select_restorers(restorer_names, assignments or {})
     for name, reason in unavailable.items():
         print(f"restorer {name} unavailable: {reason}", file=sys.stderr)
+    crop_multiple = StudyConfig(images=(), levels=tuple(levels)).crop_multiple
+    images, skipped = screen_images(images, failures, levels, crop_multiple, skip=skip_bad_images)
+    for bad in skipped:
+        print(f"skipped {bad}", file=sys.stderr)
     config = StudyConfig(images=tuple(r.name for r in images), levels=tuple(levels),
                          restorers=tuple(r.name for r in restorers), seed=seed, settings=restorer_settings(restorers))
     run = run_study(config, images, restorers, out, save_images=save_images, progress=progress)
     labels = [d.label for d in levels]
     plots = [plot_metrics_vs_level(out, run.rows, labels), plot_perception_distortion(out, run.rows, labels)]
-    report = write_report(out, run, config.to_json(), labels, unavailable, plots)
+    report = write_report(out, run, config.to_json(), labels, unavailable, plots, skipped)
     return run, report

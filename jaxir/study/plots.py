@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from jaxir import atomic  # noqa: E402
 from jaxir.study.summary import level_order, mean_table, restorer_order  # noqa: E402
 
 FIG2_FILE = "fig2_metrics_vs_degradation.png"
@@ -31,7 +32,8 @@ def plot_metrics_vs_level(out: Path, rows: list[dict], levels: list[str] | None 
     axes[0].legend()
     fig.suptitle("Restoration quality versus degradation level (mean over images)")
     fig.tight_layout()
-    fig.savefig(out / FIG2_FILE, dpi=110)
+    with atomic.replacing(out / FIG2_FILE) as temp:
+        fig.savefig(temp, dpi=110)
     plt.close(fig)
     return FIG2_FILE
 
@@ -54,6 +56,7 @@ def plot_perception_distortion(out: Path, rows: list[dict], levels: list[str] | 
     ax.legend()
     ax.set_title("Perception–distortion plane (mean over images)")
     fig.tight_layout()
-    fig.savefig(out / FIG1_FILE, dpi=110)
+    with atomic.replacing(out / FIG1_FILE) as temp:
+        fig.savefig(temp, dpi=110)
     plt.close(fig)
     return FIG1_FILE

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jaxir import atomic
 from jaxir.study.summary import level_order, mean_table, restorer_order
 
 REPORT_FILE = "report.md"
@@ -14,8 +15,10 @@ def _fmt(value: float, digits: int) -> str:
 
 
 def write_report(out: Path, run, config_json: dict, level_labels: list[str],
-                 unavailable: dict[str, str], plots: list[str]) -> Path:
-    """``run``: the :class:`jaxir.study.runner.StudyRun` of this invocation (its rows include earlier runs')."""
+                 unavailable: dict[str, str], plots: list[str], skipped=()) -> Path:
+    """Write ``report.md`` (atomically). ``run``: the :class:`jaxir.study.runner.StudyRun` of this invocation (its
+    rows include earlier runs'); ``skipped``: the images left out, as :func:`jaxir.study.inputs.screen_images`
+    returns them."""
     rows = run.rows
     levels = level_order(rows, level_labels)
     restorers = restorer_order(rows)
@@ -43,12 +46,16 @@ def write_report(out: Path, run, config_json: dict, level_labels: list[str],
         lines += ["## Restorers not run", ""]
         lines += [f"- **{name}**: {reason}" for name, reason in unavailable.items()]
         lines.append("")
+    if skipped:
+        lines += ["## Images skipped", "", "Left out before any cell ran (`--skip-bad-images`):", ""]
+        lines += [f"- `{bad.source}`: {bad.reason}" for bad in skipped]
+        lines.append("")
     lines += _cost_lines(run, restorers) + _settings_lines(config_json.get("settings", {}))
     if plots:
         lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     lines += ["Per-image values: `results.csv`.", ""]
     path = out / REPORT_FILE
-    path.write_text("\n".join(lines), encoding="utf-8")
+    atomic.write_text(path, "\n".join(lines))
     return path
 
 

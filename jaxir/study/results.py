@@ -1,70 +1,117 @@
 """The study's results table: one CSV row per finished (image, degradation, restorer) cell.
 
-Rows are appended and flushed to disk as each cell finishes, so an interrupted sweep loses at most the cell
-in progress; :func:`read_results` skips a last line cut off mid-write.
+The file is always whole: every new row rewrites it atomically (:mod:`jaxir.atomic`; a table holds hundreds of
+rows, so the rewrite costs nothing next to a cell), so a killed run leaves the previous table or the new one.
+A table damaged some other way (cut by a full disk or a copy, a cut inside a multi-byte character such as the σ
+of ``blur σ=2``, a cut header, stray bytes) is read line by line: each line is decoded and parsed on its own and
+the damaged ones are dropped, so their cells run again; the writer then rewrites the intact rows. A file whose
+header is not (a cut of) this table's header is another file, and is refused with a line saying what to do.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
+import sys
 from pathlib import Path
+
+from jaxir import atomic
+from jaxir.errors import JaxirInputError
 
 COLUMNS = ("image", "level", "task", "scale", "blur_sigma", "noise", "retention", "restorer", "family",
            "height", "width", "psnr", "ssim", "niqe", "seconds")
 FLOAT_COLUMNS = ("scale", "blur_sigma", "noise", "retention", "psnr", "ssim", "niqe", "seconds")
 INT_COLUMNS = ("height", "width")
+HEADER = ",".join(COLUMNS)
 
 
 def cell_key(row: dict) -> tuple[str, str, str]:
     return row["image"], row["level"], row["restorer"]
 
 
-def read_results(path: Path) -> list[dict]:
-    """Complete rows of a results CSV (numbers parsed); [] if the file does not exist."""
+def _parse_line(line: bytes) -> dict | None:
+    """One data line as a typed row, or None if it is damaged (undecodable, cut, wrong field count or value)."""
+    try:
+        fields = next(csv.reader([line.decode("utf-8")]))
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+    if len(fields) != len(COLUMNS) or any(f == "" for f in fields):
+        return None
+    row = dict(zip(COLUMNS, fields))
+    try:
+        for c in FLOAT_COLUMNS:
+            row[c] = float(row[c])
+        for c in INT_COLUMNS:
+            row[c] = int(row[c])
+    except ValueError:
+        return None
+    return row
+
+
+def scan_results(path: Path) -> tuple[list[dict], int]:
+    """(the intact rows of a results CSV, the number of damaged lines dropped); ([], 0) if there is no file.
+    A later row of the same cell replaces an earlier one. Refuses a file that is not a results table."""
     if not path.exists():
-        return []
-    rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if any(row.get(c) in (None, "") for c in COLUMNS):
-                continue  # a row cut off by an interruption
-            try:
-                for c in FLOAT_COLUMNS:
-                    row[c] = float(row[c])
-                for c in INT_COLUMNS:
-                    row[c] = int(row[c])
-            except ValueError:
-                continue
-            rows.append(row)
-    return rows
+        return [], 0
+    lines = path.read_bytes().split(b"\n")
+    cut = lines.pop()   # what follows the last newline: nothing in a whole file, else a line cut short
+    header = HEADER.encode()
+    if not lines:       # no whole line: an empty file, or a header cut short
+        if header.startswith(cut):
+            return [], int(cut != b"")
+        lines = [cut]
+    if lines[0] != header:
+        shown = lines[0][:60].decode("utf-8", errors="replace")
+        raise JaxirInputError(f"{path}: not a jaxir results table (its first line is {shown!r}); move it away, or "
+                              "delete it to compute every cell again")
+    rows: dict[tuple, dict] = {}
+    damaged = int(cut != b"")
+    for line in lines[1:]:
+        row = _parse_line(line)
+        if row is None:
+            damaged += 1
+        else:
+            rows[cell_key(row)] = row
+    return list(rows.values()), damaged
+
+
+def read_results(path: Path) -> list[dict]:
+    """The intact rows of a results CSV (numbers parsed); [] if the file does not exist (see the module
+    docstring for damaged files)."""
+    return scan_results(path)[0]
+
+
+def _format(value) -> str:
+    return f"{value:.6f}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
 class ResultsWriter:
-    """Appends rows to the CSV, writing the header for a new file and syncing after every row."""
+    """Adds rows to the CSV, rewriting it atomically after each one. Opening it repairs a damaged table: the
+    intact rows are written back (and the repair is reported on stderr), so damage never accumulates."""
 
     def __init__(self, path: Path):
         self.path = path
-        new = not path.exists() or path.stat().st_size == 0
-        if not new:
-            self._terminate_partial_line()
-        self._file = open(path, "a", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
-        if new:
-            self._writer.writeheader()
+        rows, damaged = scan_results(path)
+        self._lines = {cell_key(row): self._line(row) for row in rows}
+        if damaged:
+            self._flush()
+            print(f"jaxir: {path}: dropped {damaged} damaged line(s), kept {len(rows)} intact row(s); the dropped "
+                  "cells run again", file=sys.stderr)
 
-    def _terminate_partial_line(self) -> None:
-        with open(self.path, "rb+") as f:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
+    @staticmethod
+    def _line(row: dict) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow([_format(row[c]) for c in COLUMNS])
+        return buffer.getvalue()
+
+    def _flush(self) -> None:
+        atomic.write_text(self.path, HEADER + "\n" + "".join(self._lines.values()))
 
     def write(self, row: dict) -> None:
-        self._writer.writerow({c: (f"{row[c]:.6f}" if isinstance(row[c], float) and math.isfinite(row[c])
-                                   else row[c]) for c in COLUMNS})
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        """Add (or, for a cell run again, replace) the row of one finished cell."""
+        self._lines[cell_key(row)] = self._line(row)
+        self._flush()
 
     def close(self) -> None:
-        self._file.close()
+        """Nothing is held open (each write is a whole file); kept so callers can treat it as a resource."""

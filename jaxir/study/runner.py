@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from jaxir import atomic
 from jaxir.data.images import ImageRecord, crop_to_multiple, save_image
 from jaxir.degradations.pipeline import Degradation, study_levels
 from jaxir.cost import Meter, Totals
@@ -33,6 +34,7 @@ from jaxir.errors import JaxirInputError
 from jaxir.metrics import niqe, psnr, ssim
 from jaxir.metrics.color import quantize_uint8
 from jaxir.restorers.base import Restorer
+from jaxir.study.inputs import crop_border, screen_images
 from jaxir.study.results import ResultsWriter, read_results
 from jaxir.study.results import cell_key as row_key
 
@@ -76,10 +78,19 @@ def cell_key(seed: int, level: Degradation, image: str) -> jax.Array:
 
 
 def _check_config(out: Path, config: StudyConfig) -> None:
+    """Refuse a folder holding a study of other settings; record these settings (atomically). A damaged
+    ``study.json`` cannot say which settings the finished cells used, so it is refused with what to delete."""
     path = out / CONFIG_FILE
     wanted = config.to_json()
     if path.exists():
-        stored = json.loads(path.read_text())
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:   # cut, emptied, not UTF-8
+            raise JaxirInputError(f"{path} is damaged ({type(err).__name__}), so the settings of the cells in {out} "
+                                  f"are unknown: delete {path} to keep those cells if they were computed with these "
+                                  f"settings, or use another --out (or delete {out}) to start over") from None
+        if not isinstance(stored, dict) or not isinstance(stored.get("settings", {}), dict):
+            raise JaxirInputError(f"{path} is not a study record; delete it, or use another --out")
         comparable = {k: stored.get(k) for k in ("levels", "seed", "crop_multiple", "metrics")}
         changed = [name for name, settings in wanted["settings"].items()
                    if name in stored.get("settings", {}) and stored["settings"][name] != settings]
@@ -88,7 +99,7 @@ def _check_config(out: Path, config: StudyConfig) -> None:
             raise JaxirInputError(f"{out} holds a study with other settings ({what}); "
                                   "use another --out, or delete it to start over")
         wanted["settings"] = {**stored.get("settings", {}), **wanted["settings"]}
-    path.write_text(json.dumps(wanted, indent=2, ensure_ascii=False))
+    atomic.write_json(path, wanted)
 
 
 def evaluate_cell(gt: np.ndarray, level: Degradation, restorer: Restorer, key: jax.Array) -> tuple[dict, np.ndarray]:
@@ -100,8 +111,7 @@ def evaluate_cell(gt: np.ndarray, level: Degradation, restorer: Restorer, key: j
         if out.shape[1:3] != gt.shape[:2]:
             raise JaxirInputError(f"restorer {restorer.name!r} returned {out.shape[1:3]} for a {gt.shape[:2]} image")
         out = to_8bit(out)
-    border = int(round(level.scale)) if level.scale > 1 else 0
-    return {**score(out, gt[None], border), "seconds": meter.net_seconds,
+    return {**score(out, gt[None], crop_border(level)), "seconds": meter.net_seconds,
             "compile_seconds": meter.cost.compile_seconds, "load_seconds": meter.cost.load_seconds,
             "compilations": meter.cost.compilations}, out[0]
 
@@ -137,8 +147,10 @@ class StudyRun:
 
 def run_study(config: StudyConfig, images: Sequence[ImageRecord], restorers: Sequence[Restorer], out: Path,
               save_images: bool = False, progress: bool = True) -> StudyRun:
-    """Run every missing cell, appending to ``out/results.csv``. A cell's image (``save_images``) is written before
-    its row, so a row means a finished cell."""
+    """Run every missing cell, adding to ``out/results.csv``. Images too small for a level are refused before
+    anything is computed (:mod:`jaxir.study.inputs`). A cell is done when its row and, with ``save_images``, its
+    image exist: the image is written first, both atomically."""
+    screen_images(images, [], config.levels, config.crop_multiple)
     with Meter() as meter:
         rows, costs = _run_cells(config, images, restorers, out, save_images, progress)
     return StudyRun(rows, costs, meter.cost, meter.wall)
@@ -148,7 +160,8 @@ def _run_cells(config, images, restorers, out: Path, save_images: bool, progress
     out.mkdir(parents=True, exist_ok=True)
     _check_config(out, config)
     results_path = out / RESULTS_FILE
-    rows = read_results(results_path)
+    rows = [r for r in read_results(results_path)
+            if not save_images or image_path(out, r["level"], r["restorer"], r["image"]).is_file()]
     done = {row_key(r) for r in rows}
     cells = [c for c in plan_cells(config, restorers)
              if (images[c[0]].name, c[1].label, c[2].name) not in done]
@@ -170,12 +183,17 @@ def _run_cells(config, images, restorers, out: Path, save_images: bool, progress
                    "retention": level.retention, "restorer": restorer.name, "family": restorer.family,
                    "height": gt.shape[0], "width": gt.shape[1], **metrics}
             if save_images:
-                save_image(out / "images" / _slug(level.label) / restorer.name / f"{_slug(record.name)}.png", restored)
+                save_image(image_path(out, level.label, restorer.name, record.name), restored)
             writer.write(row)
             rows.append(row)
     finally:
         writer.close()
     return rows, costs
+
+
+def image_path(out: Path, level: str, restorer: str, image: str) -> Path:
+    """Where ``save_images`` puts the restored image of a cell."""
+    return out / "images" / _slug(level) / restorer / f"{_slug(image)}.png"
 
 
 def _slug(text: str) -> str:

@@ -10,6 +10,9 @@
   replicated and each batch is sharded on its first axis; the gradient is the mean over the global batch, so
   the result does not depend on the number of devices (up to float32 reduction order).
 * Logging: one JSON line per logged step in ``<out>/log.jsonl`` (step, loss, validation score, seconds).
+* Damage: orbax writes each checkpoint under a temporary name and commits it whole; a checkpoint damaged later
+  (a cut or lost file) is refused in one line naming it and what to delete. A log line cut by a kill is removed
+  when the run starts again, so every line of the log parses.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import optax
 from tqdm import tqdm
 
 from jaxir import parallel
+from jaxir.errors import JaxirInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +62,17 @@ def _managers(out: Path):
     return last, best
 
 
+def _open_log(path: Path):
+    """The log opened for appending, after cutting off a last line that a killed run left unfinished."""
+    if path.exists():
+        data = path.read_bytes()
+        whole = data.rfind(b"\n") + 1
+        if whole != len(data):
+            with open(path, "r+b") as f:
+                f.truncate(whole)
+    return path.open("a")
+
+
 def train(loss_fn: Callable, init_params, batch_fn: Callable[[int], object], config: TrainConfig, out,
           validate: Callable | None = None, mesh=None, progress: bool = True):
     """Minimise ``loss_fn(params, batch)`` for ``config.steps`` steps; returns ``(params, best_params, history)``.
@@ -72,7 +87,13 @@ def train(loss_fn: Callable, init_params, batch_fn: Callable[[int], object], con
     last, best = _managers(out)
     if last.latest_step() is not None:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = last.restore(last.latest_step(), args=ocp.args.StandardRestore(abstract))
+        try:
+            state = last.restore(last.latest_step(), args=ocp.args.StandardRestore(abstract))
+        except (ValueError, OSError) as err:   # orbax metadata or tensorstore data missing, cut or garbled
+            step_dir = out / "last" / str(last.latest_step())
+            raise JaxirInputError(f"{step_dir}: the checkpoint to resume from is damaged "
+                                  f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__}); delete "
+                                  f"{step_dir} to resume from an earlier one, or {out} to start over") from None
     if mesh is not None:
         state = parallel.replicate(state, mesh)
 
@@ -84,7 +105,7 @@ def train(loss_fn: Callable, init_params, batch_fn: Callable[[int], object], con
                 "opt_state": opt_state}, loss
 
     history = []
-    log = (out / "log.jsonl").open("a")
+    log = _open_log(out / "log.jsonl")
     start = int(state["step"])
     t0 = time.perf_counter()
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, disable=not progress, desc="train")
