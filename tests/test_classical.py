@@ -160,7 +160,11 @@ def test_registry_contents():
     reg = registered()
     assert {"bicubic", "wiener"} <= set(reg)
     assert all(isinstance(r, Restorer) for r in reg.values())
-    assert reg["bicubic"].restore is bicubic and reg["wiener"].restore is wiener
+    d, lq = Degradation(blur_sigma=2.0, scale=2), jnp.asarray(_smooth((1, 20, 24, 3), seed=7))
+    for name, fn in (("bicubic", bicubic), ("wiener", wiener)):   # the registered restorers are the functions
+        restored = reg[name].restore(lq, d, jax.random.key(0))
+        np.testing.assert_array_equal(np.asarray(restored), np.asarray(fn(lq, d)))
+        assert reg[name].settings_json() == {} and reg[name].configure() is reg[name]
     assert get("wiener") is reg["wiener"]
     assert reg["wiener"].uses_known_degradation and not reg["bicubic"].uses_known_degradation
     assert reg["wiener"].family == reg["bicubic"].family == "classical"
