@@ -33,10 +33,8 @@ SD_IGNORED = (r"betas", r"alphas_cumprod(_prev)?", r"sqrt_(recip|recipm1|one_min
               r"scale_factor")
 
 
-def load_config(path: str | Path | None) -> ControlLDMConfig:
-    """The architecture from DiffBIR's YAML (``configs/inference/cldm.yaml`` format), or the v2 preset."""
-    if path is None:
-        return ControlLDMConfig.diffbir_v2()
+def _yaml_params(path: str | Path, what: str) -> dict:
+    """The ``params`` mapping of one of DiffBIR's ``{target, params}`` YAML files (or the mapping itself)."""
     import yaml
 
     try:
@@ -45,7 +43,15 @@ def load_config(path: str | Path | None) -> ControlLDMConfig:
         raise ConversionError(f"{path}: not a readable YAML config ({type(err).__name__})") from None
     params = data.get("params", data) if isinstance(data, dict) else None
     if not isinstance(params, dict):
-        raise ConversionError(f"{path}: not a DiffBIR ControlLDM config")
+        raise ConversionError(f"{path}: not a DiffBIR {what} config")
+    return params
+
+
+def load_config(path: str | Path | None) -> ControlLDMConfig:
+    """The architecture from DiffBIR's YAML (``configs/inference/cldm.yaml`` format), or the v2 preset."""
+    if path is None:
+        return ControlLDMConfig.diffbir_v2()
+    params = _yaml_params(path, "ControlLDM")
     try:
         return ControlLDMConfig.from_diffbir_yaml(params)
     except JaxirInputError as err:   # the config's own check: it names what is missing, not the file
@@ -59,17 +65,8 @@ def load_process(path: str | Path | None, parameterization: str | None, zero_snr
     SD 2.1's ε-prediction), with ``parameterization`` / ``zero_snr`` given on the command line taking precedence."""
     process = DiffusionProcess()
     if path is not None:
-        import yaml
-
         try:
-            data = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConversionError(f"{path}: not a readable YAML config ({type(err).__name__})") from None
-        params = data.get("params", data) if isinstance(data, dict) else None
-        if not isinstance(params, dict):
-            raise ConversionError(f"{path}: not a DiffBIR diffusion config")
-        try:
-            process = DiffusionProcess.from_diffbir_yaml(params)
+            process = DiffusionProcess.from_diffbir_yaml(_yaml_params(path, "diffusion"))
         except (JaxirInputError, TypeError, ValueError) as err:
             raise ConversionError(f"{path}: {err}") from None
     changes = {k: v for k, v in (("parameterization", parameterization), ("zero_snr", zero_snr)) if v is not None}

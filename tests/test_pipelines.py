@@ -186,7 +186,7 @@ def test_bad_settings_and_inputs():
     with pytest.raises(JaxirInputError, match="no DiffBIR stage-1 restorer"):
         DiffBIRSettings.preset("v2").stage1_for("dejpeg")
     with pytest.raises(JaxirInputError, match="spaced sampler"):
-        DiffBIRSettings.preset("v2.1", guidance_space="latent").spec
+        DiffBIRSettings.preset("v2.1", guidance_space="latent").sampler_spec("v")
 
 
 _MULTI_DEVICE = """
