@@ -118,6 +118,7 @@ def test_checkpoint_records_its_diffusion_process_and_the_pipeline_reads_it(tmp_
     """The diffusion process goes into config.json (default: SD 2.1's eps; v2.1's zero-SNR v-prediction from DiffBIR's
     own diffusion_v2.1.yaml or the flags) and the DiffBIR pipeline samples with it: the same weights, settings and
     key restore differently as a v-prediction checkpoint."""
+    from checkpoints_conversion.diffbir import load_process
     from jaxir.degradations import Degradation
     from jaxir.models.cldm import DiffusionProcess
     from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings
@@ -128,10 +129,12 @@ def test_checkpoint_records_its_diffusion_process_and_the_pipeline_reads_it(tmp_
     v_dir = convert_tiny_diffbir(tmp_path / "v", "--diffusion-config", str(yaml_file))
     assert json.loads((v_dir / "config.json").read_text())["config"]["process"] == {
         "linear_start": 0.00085, "linear_end": 0.012, "timesteps": 1000, "zero_snr": True, "parameterization": "v"}
+    v_process = DiffusionProcess(zero_snr=True, parameterization="v")
+    assert load_process(None, "v", True) == v_process and load_process(yaml_file, "eps", None) == DiffusionProcess(
+        zero_snr=True)   # the flags, and flags over the YAML
     eps_model, params = jaxir.load(converted)
-    v_model, _ = jaxir.load(convert_tiny_diffbir(tmp_path / "flags", "--parameterization", "v", "--zero-snr"))
-    assert eps_model.config.process == DiffusionProcess() and v_model.config.process == DiffusionProcess(
-        zero_snr=True, parameterization="v")
+    v_model, _ = jaxir.load(v_dir)
+    assert eps_model.config.process == DiffusionProcess() and v_model.config.process == v_process
     settings = DiffBIRSettings.preset("v2", steps=2, min_short_edge=0, cfg_scale=1.0, sampler="ddim")
     lq = np.random.default_rng(0).random((1, 32, 32, 3)).astype(np.float32)
     runs = [np.asarray(DiffBIR(m, params, settings, stage1=lambda x, *_: x)(lq, Degradation(blur_sigma=1.0),
