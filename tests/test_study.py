@@ -87,7 +87,7 @@ def test_cell_metrics_are_the_library_metrics():
     gt = photo("chelsea")[:96, :128]
     level = Degradation(blur_sigma=2.0, noise=0.02)
     key = jax.random.key(3)
-    row, out = evaluate_cell(gt, level, get("wiener"), key)
+    row, out, _ = evaluate_cell(gt, level, get("wiener"), key)
     expected = get("wiener").restore(level(gt[None], key), level, key)
     expected = np.floor(np.clip(np.asarray(expected), 0, 1) * 255 + 0.5) / 255
     np.testing.assert_allclose(out, expected[0], atol=1e-6)

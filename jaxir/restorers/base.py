@@ -118,14 +118,19 @@ def _built(restorer: Restorer) -> _Built:
     return entry
 
 
-@functools.lru_cache(maxsize=8)
-def _load(path: str):
+def load_timed(name_or_path) -> tuple[Any, Any]:
+    """``jaxir.load`` of a checkpoint name or path, its time recorded as loading (:func:`jaxir.cost.record_load`)."""
     from jaxir.checkpoints import load
 
     start = time.perf_counter()
-    loaded = load(path)
+    loaded = load(checkpoint_path(name_or_path))
     cost.record_load(time.perf_counter() - start)
     return loaded
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str):
+    return load_timed(path)
 
 
 def load_checkpoint(name_or_path) -> tuple[Any, Any]:

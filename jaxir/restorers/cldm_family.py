@@ -14,14 +14,12 @@ sample_ids[b])``.
 from __future__ import annotations
 
 import dataclasses
-import time
 
-from jaxir import cost
 from jaxir.errors import JaxirInputError
 from jaxir.pipelines.diffbir import DiffBIR, DiffBIRSettings
 from jaxir.pipelines.supir import SUPIRPipeline, SUPIRSettings
-from jaxir.restorers.base import Restorer, get, load_checkpoint, register
-from jaxir.weights import checkpoint_path, missing_reason
+from jaxir.restorers.base import Restorer, get, load_checkpoint, load_timed, register
+from jaxir.weights import missing_reason
 
 # the CLI's generic sampler flags → SUPIR's names for them
 SUPIR_ALIASES = (("pos_prompt", "a_prompt"), ("neg_prompt", "n_prompt"), ("min_short_edge", "min_size"))
@@ -88,11 +86,7 @@ def supir_pipeline(settings: SUPIRRestorerSettings) -> SUPIRPipeline:
     """The SUPIR pipeline of a SUPIR restorer's settings. The checkpoint is loaded for this pipeline alone (not
     shared through :func:`load_checkpoint`): the pipeline keeps no text tower, and at 1024² on a 24 GiB machine the
     3 GiB of CLIP-L + bigG must not stay resident in a cache."""
-    from jaxir.checkpoints import load
-
-    start = time.perf_counter()
-    model, params = load(checkpoint_path(settings.checkpoint))
-    cost.record_load(time.perf_counter() - start)
+    model, params = load_timed(settings.checkpoint)
     if settings.latent_tile:
         factor = model.config.vae.downsample_factor
         stride = settings.latent_tile_stride or settings.latent_tile // 2

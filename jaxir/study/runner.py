@@ -102,18 +102,18 @@ def _check_config(out: Path, config: StudyConfig) -> None:
     atomic.write_json(path, wanted)
 
 
-def evaluate_cell(gt: np.ndarray, level: Degradation, restorer: Restorer, key: jax.Array) -> tuple[dict, np.ndarray]:
+def evaluate_cell(gt: np.ndarray, level: Degradation, restorer: Restorer,
+                  key: jax.Array) -> tuple[dict, np.ndarray, Totals]:
     """Degrade ``gt`` with the cell ``key``, restore with the key's restorer stream, score; returns the metric row
-    (without identity columns, ``seconds`` net of compilation and loading) and the 8-bit output."""
+    (without identity columns, ``seconds`` net of compilation and loading), the 8-bit output, and the compilations
+    and loads the cell triggered."""
     with Meter() as meter:
         lq = level(gt[None], key)
         out = restorer.restore(lq, level, jax.random.fold_in(key, RESTORE_STREAM), [0])
         if out.shape[1:3] != gt.shape[:2]:
             raise JaxirInputError(f"restorer {restorer.name!r} returned {out.shape[1:3]} for a {gt.shape[:2]} image")
         out = to_8bit(out)
-    return {**score(out, gt[None], crop_border(level)), "seconds": meter.net_seconds,
-            "compile_seconds": meter.cost.compile_seconds, "load_seconds": meter.cost.load_seconds,
-            "compilations": meter.cost.compilations}, out[0]
+    return {**score(out, gt[None], crop_border(level)), "seconds": meter.net_seconds}, out[0], meter.cost
 
 
 def to_8bit(image) -> np.ndarray:
@@ -174,10 +174,8 @@ def _run_cells(config, images, restorers, out: Path, save_images: bool, progress
             if index not in gts:
                 gts[index] = crop_to_multiple(record.image, config.crop_multiple)
             gt = gts[index]
-            metrics, restored = evaluate_cell(gt, level, restorer, cell_key(config.seed, level, record.name))
-            overhead = costs.setdefault(restorer.name, Totals())
-            costs[restorer.name] = overhead.plus(Totals(metrics.pop("compilations"), metrics.pop("compile_seconds"),
-                                                        0, metrics.pop("load_seconds")))
+            metrics, restored, cost = evaluate_cell(gt, level, restorer, cell_key(config.seed, level, record.name))
+            costs[restorer.name] = costs.get(restorer.name, Totals()).plus(cost)
             row = {"image": record.name, "level": level.label, "task": level.task, "scale": float(level.scale),
                    "blur_sigma": float(level.blur_sigma), "noise": float(level.noise),
                    "retention": level.retention, "restorer": restorer.name, "family": restorer.family,
