@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("supir", help="SUPIR (SDXL base checkpoint + SUPIR-v0Q/v0F checkpoint)")
     p.add_argument("--sdxl", required=True, help="SDXL base 1.0 checkpoint in the sgm layout (.safetensors/.ckpt)")
     p.add_argument("--supir", required=True, help="SUPIR checkpoint (SUPIR-v0Q.ckpt, SUPIR-v0F.ckpt)")
-    p.add_argument("--config", help="SUPIR option file (options/SUPIR_v0.yaml format); default: v0 sizes")
+    p.add_argument("--config", help="SUPIR option file (options/SUPIR_v0.yaml format, any sizes; local text-tower "
+                   "configs are read relative to it); default: v0 sizes")
     p.set_defaults(func=_supir)
     for name, func, layouts, presets in (
             ("vae", _vae, ("ldm", "diffusers"), ("sd", "sdxl")),

@@ -131,7 +131,7 @@ def load_config(path: str | Path | None) -> supir.SUPIRConfig:
     except (OSError, yaml.YAMLError) as err:
         raise ConversionError(f"{path}: not a readable YAML config ({type(err).__name__})") from None
     try:
-        return supir.SUPIRConfig.from_options(data)
+        return supir.SUPIRConfig.from_options(data, Path(path).parent)
     except JaxirInputError as err:   # the config's own check: it names what is missing, not the file
         raise ConversionError(f"{path}: {err}") from None
     except (AttributeError, KeyError, TypeError, ValueError) as err:   # a YAML of something else

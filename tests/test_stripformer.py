@@ -24,7 +24,7 @@ from checkpoints_conversion.errors import ConversionError
 from checkpoints_conversion.stripformer_keys import convert_stripformer
 from jaxir.checkpoints import load
 from jaxir.errors import JaxirInputError
-from jaxir.models.stripformer import Stripformer, StripformerConfig, param_shapes
+from jaxir.models.stripformer import Stripformer, StripformerConfig, StripformerModel, param_shapes
 from jaxir.restorers import get as get_restorer
 from jaxir.batches import pad_to_multiple
 from jaxir.restorers.stripformer import make_restore
@@ -113,19 +113,24 @@ def test_config_and_shapes():
 @needs_fixture
 @pytest.mark.parametrize("case", CASES)
 def test_parity_with_original(converted, case):
+    """The forward pass of what ``jaxir.load`` returns, a plain call ``model.forward(params, x)``; and
+    ``model.deblur`` on the same images in [0, 1] is the original script's clamped ``output + 0.5``."""
     _, model, params = converted
     arrays = fixture_arrays()
-    out = run(model.config, params, arrays[f"input_{case}"])
+    with jax.default_matmul_precision("highest"):
+        out = np.asarray(model.forward(params, arrays[f"input_{case}"]))
+        deblurred = np.asarray(model.deblur(params, arrays[f"input_{case}"] + 0.5))
     err = rel_err(out, arrays[f"output_{case}"])
     print(f"stripformer {case} {arrays[f'input_{case}'].shape[1:3]}: max abs error / output scale = {err:.2e}")
     assert out.shape == arrays[f"output_{case}"].shape
     assert err < TOL
+    np.testing.assert_allclose(deblurred, np.clip(arrays[f"output_{case}"] + 0.5, 0, 1), rtol=0, atol=TOL)
 
 
 @needs_fixture
 def test_save_load_round_trip(converted):
     path, model, loaded = converted
-    assert isinstance(model, Stripformer) and model.config == StripformerConfig.gopro()
+    assert isinstance(model, StripformerModel) and model.config == StripformerConfig.gopro()
     assert json.loads((path / "config.json").read_text())["kind"] == "stripformer"
     direct = convert_stripformer(seeded_state())
     flat_loaded, tree_loaded = jax.tree.flatten(loaded)
@@ -185,6 +190,8 @@ def test_restorer_keeps_size_and_matches_padded_network(converted):
     padded = np.pad(lq, ((0, 0), (0, 3), (0, 2), (0, 0)), mode="reflect")
     expected = np.clip(run(model.config, params, padded - 0.5)[:, :13, :10] + 0.5, 0, 1)
     np.testing.assert_allclose(out, expected, atol=1e-3)
+    with jax.default_matmul_precision("highest"):
+        np.testing.assert_allclose(np.asarray(model.deblur(params, lq)), expected, atol=1e-3)
     tiled = make_restore(model, params, tile=8, overlap=4)      # padded 16×12 → 8×8 tiles
     with jax.default_matmul_precision("highest"):
         assert np.asarray(tiled(lq)).shape == lq.shape

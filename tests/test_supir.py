@@ -219,19 +219,48 @@ def _network_shapes_traced_once():
         yield
 
 
+def write_option_file(root: Path) -> Path:
+    """:func:`tiny_config` as a SUPIR option file: the fixture's ``supir_tiny.yaml`` plus the VAE
+    (``first_stage_config``) and SDXL's conditioner whose towers are local configs, as SUPIR's code would load
+    stand-ins (a transformers ``config.json`` folder as the CLIP-L ``version``, an open_clip model-config JSON as
+    the bigG ``arch``)."""
+    yaml = pytest.importorskip("yaml")
+    (root / "clip_l").mkdir()
+    (root / "clip_l" / "config.json").write_text(json.dumps({
+        "vocab_size": 1000, "hidden_size": 32, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "max_position_embeddings": 77, "hidden_act": "quick_gelu"}))
+    (root / "bigg.json").write_text(json.dumps({"embed_dim": 16, "text_cfg": {
+        "context_length": 77, "vocab_size": 1000, "width": 64, "heads": 4, "layers": 2}}))
+    options = yaml.safe_load(YAML.read_text())
+    embedder = "sgm.modules.encoders.modules."
+    options["model"]["params"].update(scale_factor=0.13025, conditioner_config={"params": {"emb_models": [
+        {"input_key": "txt", "target": embedder + "FrozenCLIPEmbedder",
+         "params": {"version": "clip_l", "layer": "hidden", "layer_idx": 1}},
+        {"input_key": "txt", "target": embedder + "FrozenOpenCLIPEmbedder2",
+         "params": {"arch": "bigg.json", "layer": "penultimate", "always_return_pooled": True, "legacy": False}},
+        *({"input_key": key, "target": embedder + "ConcatTimestepEmbedderND", "params": {"outdim": 4}}
+          for key in ("original_size_as_tuple", "crop_coords_top_left", "target_size_as_tuple"))]}},
+        first_stage_config={"params": {"embed_dim": 4, "ddconfig": {
+            "double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
+            "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}}})
+    path = root / "supir_tiny_full.yaml"
+    path.write_text(yaml.safe_dump(options))
+    return path
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """The seeded weights written as an SDXL + SUPIR pair, converted by the command line (the tiny config given in
-    memory: option files always name the full-size SDXL text encoders), loaded with ``jaxir.load``."""
+    """The seeded weights written as an SDXL + SUPIR pair and converted by the command line with the tiny option
+    file (:func:`write_option_file`), loaded with ``jaxir.load``."""
     if not NPZ.is_file():
         pytest.skip(f"SUPIR fixture not found at {FIXTURES}")
     root = tmp_path_factory.mktemp("supir")
     sdxl, supir_file = write_sources(root, *source_files_state())
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(supir_keys, "load_config", lambda path: tiny_config())
-        assert convert_main(["supir", "--sdxl", str(sdxl), "--supir", str(supir_file), "--out",
-                             str(root / "ckpt")]) == 0
+    option_file = write_option_file(root)
+    assert convert_main(["supir", "--sdxl", str(sdxl), "--supir", str(supir_file), "--config", str(option_file),
+                         "--out", str(root / "ckpt")]) == 0
     model, params = load(root / "ckpt")
+    assert model.config == tiny_config()
     return root / "ckpt", model, params
 
 
@@ -283,22 +312,20 @@ def test_fixture_config():
 @pytest.fixture(scope="module")
 def network_outputs(converted):
     """GLVControl's features of the fixture inputs, and LightGLVUNet's output on the recorded features at control
-    scale 1 and 0.5, from one jitted program (one compilation: the slow part on a CPU)."""
-    _, _, params = converted
+    scale 1 and 0.5, through what ``jaxir.load`` returns (``model.control_features``, ``model.unet``), traced
+    into one jitted program (one compilation: the slow part on a CPU)."""
+    _, model, params = converted
     a = fixture_arrays()
-    net = supir.SUPIRNetwork(diffusion_config())
 
-    @jax.jit
+    @jax.jit   # the loaded model's plain calls, traced into one program
     def run(params, x, timesteps, cond, control, control_scale):
-        features = net.apply({"params": params}, x, timesteps, cond, method="control_features")
-        out = net.apply({"params": params}, x, timesteps, cond["crossattn"], cond["vector"], control, control_scale,
-                        method="unet")
-        return features, out
+        features = model.control_features(params, x, timesteps, cond)
+        return features, model.unet(params, x, timesteps, cond, control, control_scale)
 
     control = [a[f"control_feat_{i}"] for i in range(10)]
     with jax.default_matmul_precision("highest"):
-        features, out = run(params["model"], a["x_t"], a["timesteps"], fixture_cond(), control, jnp.float32(1.0))
-        _, out_cs05 = run(params["model"], a["x_t"], a["timesteps"], fixture_cond(), control, jnp.float32(0.5))
+        features, out = run(params, a["x_t"], a["timesteps"], fixture_cond(), control, jnp.float32(1.0))
+        _, out_cs05 = run(params, a["x_t"], a["timesteps"], fixture_cond(), control, jnp.float32(0.5))
     return features, {"unet_out": out, "unet_out_cs05": out_cs05}
 
 
@@ -500,7 +527,7 @@ def test_round_trip(converted):
     path, model, loaded = converted
     assert isinstance(model, supir.SUPIR) and model.config == tiny_config()
     assert json.loads((path / "config.json").read_text())["kind"] == "supir"
-    assert set(json.loads((path / "provenance.json").read_text())["sources"]) == {"sdxl", "supir"}
+    assert set(json.loads((path / "provenance.json").read_text())["sources"]) == {"sdxl", "supir", "config"}
     assert set(loaded) == {"model", "first_stage_model", "clip_l", "clip_g"}
     net = network_state()   # every fixture tensor fills one parameter, and every parameter is filled
     assert len(jax.tree.leaves(loaded["model"])) == len(net)
@@ -559,18 +586,18 @@ def test_network_conversion_is_strict(edit, match):
 
 
 @needs_fixture
-def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
+def test_cli_errors_are_one_line(tmp_path, capsys):
     """Through the command line: a stray tensor in the SUPIR file, and the two files swapped."""
-    monkeypatch.setattr(supir_keys, "load_config", lambda path: tiny_config())
     sdxl, supir_state = source_files_state()
     supir_state["model.diffusion_model.project_modules.3.zero_conv.weight"] = np.zeros((64, 64, 1, 1), np.float32)
     sdxl_file, supir_file = write_sources(tmp_path, sdxl, supir_state)
+    config = ["--config", str(write_option_file(tmp_path))]
     args = ["supir", "--sdxl", str(sdxl_file), "--supir", str(supir_file)]
-    assert convert_main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert convert_main([*args, *config, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "project_modules.3.zero_conv.weight (64, 64, 1, 1)" in err
     assert not (tmp_path / "out").exists()
-    swapped = ["supir", "--sdxl", args[4], "--supir", args[2], "--out", str(tmp_path / "out2")]
+    swapped = ["supir", "--sdxl", args[4], "--supir", args[2], *config, "--out", str(tmp_path / "out2")]
     assert convert_main(swapped) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not an SDXL checkpoint" in err

@@ -19,7 +19,8 @@ register_kind(ModelKind("unet", unet.UNetConfig, unet.UNetModel, unet.param_shap
 register_kind(ModelKind("controlnet", controlnet.ControlNetConfig, controlnet.ControlNet, controlnet.param_shapes))
 register_kind(ModelKind("text_encoder", text.TextEncoderConfig, text.TextTransformer, text.param_shapes))
 register_kind(ModelKind("diffbir_cldm", cldm.ControlLDMConfig, cldm.CLDM, cldm.param_shapes))
-register_kind(ModelKind("stripformer", stripformer.StripformerConfig, stripformer.Stripformer, stripformer.param_shapes))
+register_kind(ModelKind("stripformer", stripformer.StripformerConfig, stripformer.StripformerModel,
+                         stripformer.param_shapes))
 register_kind(ModelKind("dinov2", dinov2.DINOv2Config, dinov2.DINOv2, dinov2.param_shapes))
 register_kind(ModelKind("lpips", lpips_backbones.LPIPSConfig, lpips_backbones.LPIPSNetwork, lpips_backbones.param_shapes))
 register_kind(ModelKind("rrdbnet", rrdbnet.RRDBNetConfig, rrdbnet.RRDBNet, rrdbnet.param_shapes))

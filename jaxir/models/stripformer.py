@@ -44,10 +44,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxir.batches import pad_to_multiple
 from jaxir.errors import JaxirInputError
 from jaxir.layers import attention, conv, gelu_exact
 
 SIZE_MULTIPLE = 4   # two stride-2 levels
+INPUT_OFFSET = 0.5  # the network sees RGB − 0.5 (predict_GoPro_test_results.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +241,30 @@ class Stripformer(nn.Module):
         h, skip_full, skip_half = Encoder(cfg, name="encoder")(x)
         h = strip_blocks(h, cfg, cfg.encoder_pairs, cfg.encoder_heads, "Trans_block_")
         return Decoder(cfg, name="decoder")(h, skip_full, skip_half) + x
+
+
+class StripformerModel:
+    """Stripformer's forward pass as a jitted function of ``(params, x)``; built by ``jaxir.load`` (kind
+    ``stripformer``). :meth:`forward` is the network itself (``Stripformer.forward``: RGB − 0.5 in and out, height
+    and width multiples of 4); :meth:`deblur` is the GoPro/RealBlur scripts' use of it on images in [0, 1] of any
+    size (reflect-pad bottom and right to a multiple of 4, offset, crop back, clamp)."""
+
+    def __init__(self, config: StripformerConfig):
+        self.config = config
+        self.net = Stripformer(config)
+        self._forward = jax.jit(lambda params, x: self.net.apply({"params": params}, x))
+
+    def forward(self, params, x):
+        """The deblurred batch, (N, H, W, 3) in ``RGB − 0.5`` → same range, unclamped."""
+        return self._forward(params, jnp.asarray(x, jnp.float32))
+
+    def deblur(self, params, images):
+        """NHWC images in [0, 1] of any size → deblurred, same size, clamped to [0, 1]."""
+        images = jnp.asarray(images, jnp.float32)
+        height, width = images.shape[1], images.shape[2]
+        padded = pad_to_multiple(images, SIZE_MULTIPLE, mode="reflect")
+        out = self.forward(params, padded - INPUT_OFFSET) + INPUT_OFFSET
+        return jnp.clip(out[:, :height, :width], 0.0, 1.0)
 
 
 def param_shapes(config: StripformerConfig):

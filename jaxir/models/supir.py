@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -27,6 +28,7 @@ import numpy as np
 
 from jaxir.errors import JaxirInputError
 from jaxir.layers import conv, group_norm, timestep_embedding
+from jaxir.models import sdxl_conditioner
 from jaxir.models import text as text_models
 from jaxir.models.text import TextEncoderConfig, TextTransformer
 from jaxir.models.tokenizer import CLIPTokenizer
@@ -178,32 +180,21 @@ class SUPIRConfig:
                    text_models.openclip_bigg())
 
     @classmethod
-    def from_options(cls, options: Mapping) -> SUPIRConfig:
-        """From a SUPIR option file (``options/SUPIR_v0.yaml`` format, the parsed YAML). The text encoders are
-        SDXL's, checked against ``conditioner_config`` (their sizes come from the pretrained names there)."""
+    def from_options(cls, options: Mapping, base: Path | None = None) -> SUPIRConfig:
+        """From a SUPIR option file (``options/SUPIR_v0.yaml`` format, the parsed YAML) of any size: the VAE from
+        ``first_stage_config``, the text towers and size embeddings from ``conditioner_config``
+        (:mod:`jaxir.models.sdxl_conditioner`; ``base`` is the file's folder, for local tower configs)."""
         params = options.get("model", {}).get("params") if isinstance(options, Mapping) else None
-        if not isinstance(params, Mapping) or "first_stage_config" not in params:
-            raise JaxirInputError("not a full SUPIR option file: model.params.first_stage_config is missing")
-        _check_conditioner(params.get("conditioner_config", {}))
+        if not isinstance(params, Mapping):
+            raise JaxirInputError("not a SUPIR option file: model.params is missing")
+        for part, what in (("first_stage_config", "the VAE"), ("conditioner_config", "the text and size conditioner")):
+            if part not in params:
+                raise JaxirInputError(f"not a full SUPIR option file: model.params.{part} ({what}) is missing")
+        conditioner = sdxl_conditioner.from_options(params["conditioner_config"], base)
         stage = params["first_stage_config"]["params"]
         vae = VAEConfig.from_ldm(stage["ddconfig"], stage["embed_dim"], params.get("scale_factor", 0.13025))
-        return cls(SUPIRDiffusionConfig.from_options(params), vae, text_models.openai_clip_l(),
-                   text_models.openclip_bigg())
-
-
-_SDXL_EMBEDDERS = (("FrozenCLIPEmbedder", {"layer": "hidden", "layer_idx": 11}),
-                   ("FrozenOpenCLIPEmbedder2", {"layer": "penultimate", "always_return_pooled": True,
-                                                "legacy": False}),
-                   *(("ConcatTimestepEmbedderND", {"outdim": 256}),) * 3)
-
-
-def _check_conditioner(conditioner: Mapping):
-    embedders = conditioner.get("params", {}).get("emb_models", [])
-    got = [(e["target"].rsplit(".", 1)[-1], {k: e.get("params", {}).get(k) for k in want})
-           for e, (_, want) in zip(embedders, _SDXL_EMBEDDERS)]
-    if len(embedders) != len(_SDXL_EMBEDDERS) or got != list(_SDXL_EMBEDDERS):
-        raise JaxirInputError("SUPIR conditioner_config is not SDXL's (CLIP-L hidden 11, bigG penultimate + pooled,"
-                              " three 256-wide size embedders); only that one is supported")
+        return cls(SUPIRDiffusionConfig.from_options(params), vae, conditioner.clip_l, conditioner.clip_g,
+                   conditioner.size_embed_dim)
 
 
 # ---- connectors ----------------------------------------------------------------------------------------------------
@@ -406,6 +397,12 @@ class SUPIRNet(nn.Module):
     def network(self, x, timesteps, cond, control_scale):
         return self.model(x, timesteps, cond, control_scale)
 
+    def control_features(self, x, timesteps, cond):
+        return self.model.control_features(x, timesteps, cond)
+
+    def unet(self, x, timesteps, cond, control, control_scale):
+        return self.model.unet(x, timesteps, cond["crossattn"], cond["vector"], control, control_scale)
+
     def denoise_encode(self, x):
         return self.first_stage_model.denoise_encode(x)
 
@@ -444,6 +441,8 @@ class SUPIR:
     * :meth:`condition` — ``prepare_condition``: the ``crossattn``/``vector``/``control`` condition of prompts;
     * :meth:`network` — ``ControlWrapper``: the ε prediction at integer timesteps (the denoiser, guidance and
       sampler are :mod:`jaxir.pipelines.supir`'s);
+    * :meth:`control_features`, :meth:`unet` — its two halves: GLVControl's features, and LightGLVUNet given
+      features at a chosen control scale;
     * :meth:`decode` — ``decode_first_stage``, images in [−1, 1].
     """
 
@@ -455,6 +454,8 @@ class SUPIR:
         method = lambda name: jax.jit(functools.partial(self.net.apply, method=name))  # noqa: E731
         self._condition = method("condition")
         self._network = method("network")
+        self._control_features = method("control_features")
+        self._unet = method("unet")
         self._denoise_encode = method("denoise_encode")
         self._encode_scaled = method("encode_scaled")
         self._decode = method("decode")
@@ -500,3 +501,17 @@ class SUPIR:
         per sample) with ``cond`` as :meth:`condition` returns it; ``control_scale`` a (traced) scalar."""
         timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (x.shape[0],))
         return self._network({"params": params}, x, timesteps, dict(cond), jnp.asarray(control_scale, jnp.float32))
+
+    def control_features(self, params, x, timesteps, cond: Mapping) -> list:
+        """GLVControl's features (one per encoder block and the middle block) of ``cond["control"]`` at ``x``,
+        ``timesteps`` — the ``control`` that :meth:`unet` takes."""
+        timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (x.shape[0],))
+        return self._control_features({"params": params}, x, timesteps, dict(cond))
+
+    def unet(self, params, x, timesteps, cond: Mapping, control: Sequence, control_scale=1.0):
+        """LightGLVUNet's ε at ``x``, ``timesteps`` with given control features (e.g. from
+        :meth:`control_features`, or edited) entering through ZeroSFT/ZeroCrossAttn at ``control_scale`` (traced);
+        ``unet(params, x, t, cond, control_features(params, x, t, cond), s)`` is :meth:`network`."""
+        timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (x.shape[0],))
+        return self._unet({"params": params}, x, timesteps, dict(cond), list(control),
+                          jnp.asarray(control_scale, jnp.float32))

@@ -106,6 +106,29 @@ def from_open_clip_cfg(clip_cfg: Mapping) -> TextEncoderConfig:
     return TextEncoderConfig(**text_cfg, act="gelu", output_layer=clip_cfg.get("layer", "last"))
 
 
+HF_CLIP_TEXT_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "max_position_embeddings", "hidden_act")
+
+
+def from_hf_clip_text_config(config: Mapping, output_layer: str | int) -> TextEncoderConfig:
+    """The encoder of a transformers ``CLIPTextConfig`` (a ``config.json`` of ``CLIPTextModel``, or of ``CLIPModel``
+    whose ``text_config`` holds it), read as :class:`TextEncoderConfig`. The MLP must be 4·W wide and the activation
+    GELU or QuickGELU (the only ones :class:`TextTransformer` has); anything else is refused, not ignored."""
+    config = config.get("text_config", config)
+    missing = [k for k in HF_CLIP_TEXT_KEYS if k not in config]
+    if missing:
+        raise JaxirInputError(f"not a CLIP text config: {', '.join(missing)} missing")
+    width, act = int(config["hidden_size"]), config["hidden_act"]
+    if int(config["intermediate_size"]) != 4 * width:
+        raise JaxirInputError(f"CLIP text config: intermediate_size {config['intermediate_size']} is not 4 × "
+                              f"hidden_size {width}; only 4× MLPs are supported")
+    if act not in ACTIVATIONS:
+        raise JaxirInputError(f"CLIP text config: hidden_act {act!r} is not one of {ACTIVATIONS}")
+    return TextEncoderConfig(vocab_size=int(config["vocab_size"]), context_length=int(config["max_position_embeddings"]),
+                             width=width, heads=int(config["num_attention_heads"]),
+                             layers=int(config["num_hidden_layers"]), act=act, output_layer=output_layer)
+
+
 def quick_gelu(x):
     """OpenAI CLIP's ``QuickGELU``: ``x · sigmoid(1.702 x)``."""
     return x * jax.nn.sigmoid(1.702 * x)

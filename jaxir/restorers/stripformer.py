@@ -19,14 +19,13 @@ import jax.numpy as jnp
 
 from jaxir.batches import pad_to_multiple
 from jaxir.errors import JaxirInputError
-from jaxir.models.stripformer import SIZE_MULTIPLE
+from jaxir.models.stripformer import INPUT_OFFSET, SIZE_MULTIPLE
 from jaxir.restorers.learned import checkpoint_restorer
 from jaxir.tiling import tiled_apply
 
 CHECKPOINT = "stripformer_gopro"
 TILE = 1280        # the GoPro test frames (1280×720) run whole
 OVERLAP = 128
-INPUT_OFFSET = 0.5   # the network sees RGB − 0.5
 
 HOW_TO_GET = ("download Stripformer_gopro.pth from the Google Drive folder linked in the README of "
               "https://github.com/pp00704831/Stripformer-ECCV-2022- "
@@ -35,11 +34,11 @@ HOW_TO_GET = ("download Stripformer_gopro.pth from the Google Drive folder linke
 
 
 def make_restore(model, params, tile: int = TILE, overlap: int = OVERLAP):
-    """(model, params) of a ``stripformer`` checkpoint → restore function (LQ NHWC in [0, 1], degradation) → the
+    """(:class:`~jaxir.models.stripformer.StripformerModel`, params) of a ``stripformer`` checkpoint → restore function (LQ NHWC in [0, 1], degradation) → the
     deblurred batch in [0, 1], same size."""
     if tile % SIZE_MULTIPLE or overlap % SIZE_MULTIPLE:
         raise JaxirInputError(f"Stripformer tile ({tile}) and overlap ({overlap}) must be multiples of {SIZE_MULTIPLE}")
-    network = jax.jit(lambda p, x: model.apply({"params": p}, x - INPUT_OFFSET) + INPUT_OFFSET)
+    network = jax.jit(lambda p, x: model.forward(p, x - INPUT_OFFSET) + INPUT_OFFSET)
 
     def restore(lq, degradation=None):
         height, width = lq.shape[1], lq.shape[2]
