@@ -1,6 +1,7 @@
 """The ``jaxir`` command.
 
   jaxir study      sweep degradation levels × restorers × images; CSV, markdown report and plots (resumable)
+  jaxir experiment run the study's analyses (fig6, fig7, fig8, …, or all) on the shared cell store (resumable)
   jaxir restorers  list the registered restorers and whether they can run
   jaxir restore    restore an image or a folder of degraded images with any restorer (every DiffBIR / SUPIR
                    sampler knob)
@@ -38,6 +39,33 @@ def cmd_study(args) -> int:
                                  assignments=parse_assignments(args.set), save_images=args.save_images,
                                  progress=not args.quiet, failures=failures, skip_bad_images=args.skip_bad_images)
     print(f"{len(run.rows)} cells in {Path(args.out) / 'results.csv'}; report {report}")
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    import experiments
+    from jaxir.data import bundled_photos, read_folder
+    from jaxir.degradations.levels import parse_levels
+    from jaxir.study.experiment import Options
+    from jaxir.study.inputs import screen_images
+
+    if args.images:
+        records, failures = read_folder(args.images, alpha=args.alpha, max_pixels=args.max_pixels)
+    else:
+        default = None if args.full else list(experiments.DEFAULT_PHOTOS)
+        records, failures = bundled_photos(args.photos.split(",") if args.photos else default), []
+    crop = (0 if args.full else experiments.DEFAULT_CROP) if args.crop is None else args.crop
+    if crop:
+        records = [experiments.centre_crop(r, crop) for r in records]
+    levels = parse_levels(args.levels) if args.levels else None
+    records, _ = screen_images(records, failures, levels or parse_levels(DEFAULT_LEVELS), 4)
+    options = Options(tuple(records), tuple(args.models.split(",")) if args.models else None, levels, args.seed,
+                      args.full)
+    runs = experiments.run(args.names, options, Path(args.out), progress=not args.quiet)
+    for run in runs:
+        print(f"{run.experiment.name}: {run.summary.verdict} — {len(run.rows)} cells ({run.computed} computed, "
+              f"{run.compilations} compilations, {run.wall_seconds:.0f} s); {run.report}")
+    print(f"overview: {Path(args.out) / 'report.md'}")
     return 0
 
 
@@ -326,7 +354,24 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--seed", type=int, default=0)
     trainer.add_argument("--quiet", action="store_true")
     trainer.set_defaults(func=cmd_train)
-    for command in (study, restore, trainer):
+    experiment = sub.add_parser("experiment", help="run the study's analyses as experiments (resumable)")
+    experiment.add_argument("names", nargs="+", help="experiments (fig6, fig7, fig8, guidance, cfg, noise) or all")
+    experiment.add_argument("--out", default="runs/experiments",
+                            help="root folder: the cell store cells.sqlite, a folder per experiment, report.md")
+    experiment.add_argument("--models", help="comma-separated restorers (default: each experiment's own)")
+    experiment.add_argument("--images", help="folder of clean images (default: bundled photos)")
+    experiment.add_argument("--photos", help="comma-separated bundled photos (default: astronaut, coffee, chelsea; "
+                            "all with --full)")
+    experiment.add_argument("--crop", type=int, help="centre crop side in pixels, 0 for whole images (default "
+                            "128; 0 with --full)")
+    experiment.add_argument("--alpha", default="error", choices=("error", "drop", "white", "black"))
+    experiment.add_argument("--levels", help="comma-separated levels (default: each experiment's own)")
+    experiment.add_argument("--seed", type=int, default=0, help="cell keys as in jaxir study")
+    experiment.add_argument("--full", action="store_true",
+                            help="the study's setting: its models (converted checkpoints), levels and values")
+    experiment.add_argument("--quiet", action="store_true", help="no progress bar")
+    experiment.set_defaults(func=cmd_experiment)
+    for command in (study, restore, trainer, experiment):
         command.add_argument("--max-pixels", type=int, metavar="N",
                              help=f"refuse image files of more than N pixels (default ${MAX_PIXELS_ENV} or "
                                   f"{DEFAULT_MAX_PIXELS}; a header can claim any size)")

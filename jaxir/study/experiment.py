@@ -1,0 +1,245 @@
+"""The runner that every experiment shares: cells keyed by their full configuration, finished cells in the
+:class:`~jaxir.study.store.CellStore`, outputs rendered as ``results.csv`` + PNG plots + ``report.md``.
+
+An :class:`Experiment` is a plan (options → the cells to compute, and the models that cannot run with the reason
+and the command that makes them available), an evaluation (one cell → its result), and a summary (the finished
+rows → a markdown table, plots and a verdict on the study's claim). :func:`run_experiment` computes the cells that
+the store does not hold yet — a rerun after an interruption computes only the missing ones; a second process never
+duplicates one — then exports and reports from the store alone.
+
+A cell is ``(model, settings, degradation level, image, seed, point)``; ``point`` holds whatever else locates it in
+the analysis (e.g. the step count of a sweep's x axis when it is not a restorer setting). Its key is the SHA-256 of
+that configuration with the experiment's name and the image's pixel digest, so a changed image, setting or seed is
+a new cell. Restoration cells use the study's keys (:func:`jaxir.study.runner.cell_key`): the same seed, level and
+image give the same degradation noise and the same diffusion noise in every experiment and in ``jaxir study``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from jaxir import atomic
+from jaxir.cost import Meter
+from jaxir.data.images import ImageRecord, crop_to_multiple
+from jaxir.degradations.pipeline import Degradation
+from jaxir.restorers import registered
+from jaxir.study.runner import cell_key, evaluate_cell
+from jaxir.study.store import STORE_FILE, CellStore, export_csv
+
+CROP_MULTIPLE = 4   # the study's: lcm of its scales (×2, ×4), so every level degrades the same ground truth
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+RESULTS_FILE = "results.csv"
+
+
+def image_digest(image: np.ndarray) -> str:
+    """The first 16 hex digits of the SHA-256 of an image's float32 pixels and shape."""
+    array = np.ascontiguousarray(image, np.float32)
+    return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()[:16]
+
+
+def effective_settings(model: str, overrides: dict) -> dict:
+    """The whole settings of restorer ``model`` with ``overrides`` applied (as JSON); ``overrides`` themselves for
+    a model that is not a registered restorer."""
+    restorers = registered()
+    if model not in restorers:
+        return dict(overrides)
+    return restorers[model].configure(**overrides).settings_json()
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of work (module docstring). ``measure``: what is computed (``restore`` for a scored restoration;
+    experiments with other measurements name theirs); ``settings``: the restorer settings it overrides, sorted
+    pairs; ``point``: further coordinates for the tables (they do not change the result, so not the key)."""
+
+    measure: str
+    model: str
+    level: Degradation | None
+    image: str
+    seed: int
+    settings: tuple[tuple[str, Any], ...] = ()
+    point: tuple[tuple[str, Any], ...] = ()
+
+    def identity(self, digest: str) -> dict:
+        """Everything the result depends on (the key's input): the model's effective settings, not the overrides,
+        so cells that two experiments reach by different overrides are one cell."""
+        return {"measure": self.measure, "model": self.model, "image": self.image, "image_digest": digest,
+                "level": self.level.to_dict() if self.level else None, "seed": self.seed,
+                "settings": effective_settings(self.model, dict(self.settings))}
+
+    def config(self, digest: str) -> dict:
+        """The columns a result row carries: the identity's short form, the overrides and the point."""
+        level = self.level
+        return {"measure": self.measure, "model": self.model, "image": self.image, "image_digest": digest,
+                "level": level.label if level else "", "task": level.task if level else "",
+                "gamma": level.retention if level else None, "seed": self.seed, "overrides": dict(self.settings),
+                **dict(self.point)}
+
+    def key(self, digest: str) -> str:
+        text = json.dumps(self.identity(digest), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What the command line chooses: models (restorer names; None = the experiment's default), images, levels
+    (None = the experiment's default), the seed, and ``full`` (the study's own setting instead of the offline
+    default)."""
+
+    images: tuple[ImageRecord, ...]
+    models: tuple[str, ...] | None = None
+    levels: tuple[Degradation, ...] | None = None
+    seed: int = 0
+    full: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    cells: tuple[Cell, ...]
+    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)   # model → reason / how to get it
+    notes: tuple[str, ...] = ()                                              # what the report should state
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What an experiment's rows show: a markdown table, plot files (relative to its folder), the verdict
+    ("holds", "does not hold", "partly holds", "cannot be tested") and the numbers behind it in one sentence."""
+
+    table: str
+    plots: tuple[str, ...]
+    verdict: str
+    evidence: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    claim: str
+    plan: Callable[[Options], Plan]
+    evaluate: Callable[[Cell, np.ndarray], dict]
+    summarize: Callable[[list[dict], Path], Summary]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentRun:
+    experiment: Experiment
+    rows: list[dict]
+    computed: int
+    compilations: int
+    compile_seconds: float
+    wall_seconds: float
+    summary: Summary
+    report: Path
+
+
+def ground_truth(record: ImageRecord, level: Degradation | None) -> np.ndarray:
+    """The clean image a cell scores against: cropped (bottom/right) to a multiple of the study's scales."""
+    multiple = math.lcm(CROP_MULTIPLE, int(round(level.scale))) if level else CROP_MULTIPLE
+    return crop_to_multiple(record.image, multiple)
+
+
+def restore_and_score(cell: Cell, gt: np.ndarray) -> dict:
+    """A restoration cell as the study computes it (:func:`jaxir.study.runner.evaluate_cell`): the registered
+    restorer ``cell.model`` with ``cell.settings``, the study's cell key, 8-bit output, Y-PSNR/SSIM and NIQE;
+    ``seconds`` net of compilation and loading."""
+    restorer = registered()[cell.model].configure(**dict(cell.settings))
+    metrics, _, _ = evaluate_cell(gt, cell.level, restorer, cell_key(cell.seed, cell.level, cell.image))
+    return metrics
+
+
+def available_restorers(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """(the usable ones among ``names``, {name: why not and how to get it} for the rest)."""
+    restorers = registered()
+    unknown = [n for n in names if n not in restorers]
+    usable, unavailable = [], {n: f"unknown restorer; registered: {', '.join(restorers)}" for n in unknown}
+    for name in (n for n in names if n in restorers):
+        reason = restorers[name].unavailable_reason()
+        if reason:
+            unavailable[name] = reason
+        else:
+            usable.append(name)
+    return usable, unavailable
+
+
+def run_experiment(experiment: Experiment, options: Options, root: Path, progress: bool = True) -> ExperimentRun:
+    """Compute the missing cells of ``experiment`` into the store under ``root`` and write its folder
+    ``root/NAME`` (results.csv, plots, summary.json, report.md)."""
+    plan = experiment.plan(options)
+    records = {r.name: r for r in options.images}
+    gts, digests, keys = {}, {}, []
+    for cell in plan.cells:
+        if (cell.image, cell.level) not in gts:
+            gt = ground_truth(records[cell.image], cell.level)
+            gts[cell.image, cell.level], digests[cell.image, cell.level] = gt, image_digest(gt)
+        keys.append(cell.key(digests[cell.image, cell.level]))
+    out = root / experiment.name
+    out.mkdir(parents=True, exist_ok=True)
+    with CellStore(root / STORE_FILE) as store, Meter() as meter:
+        done = store.finished(keys)
+        todo = list({key: cell for cell, key in zip(plan.cells, keys) if key not in done}.items())
+        for key, cell in tqdm(todo, desc=experiment.name, unit="cell", disable=not progress):
+            result = experiment.evaluate(cell, gts[cell.image, cell.level])
+            store.put(key, cell.measure, cell.config(digests[cell.image, cell.level]), result)
+        stored = {row["key"]: row for row in store.rows(keys)}
+    # a cell shared with another experiment carries that one's overrides and point: use this plan's
+    rows = [{**stored[key], **cell.config(digests[cell.image, cell.level])}
+            for cell, key in zip(plan.cells, keys) if key in stored]
+    export_csv(rows, out / RESULTS_FILE)
+    summary = experiment.summarize(rows, out) if rows else Summary("", (), "cannot be tested",
+                                                                      "no model of this experiment is available")
+    run = ExperimentRun(experiment, rows, len(todo), meter.cost.compilations, meter.cost.compile_seconds, meter.wall,
+                        summary, out / REPORT_FILE)
+    atomic.write_json(out / SUMMARY_FILE, {
+        "name": experiment.name, "title": experiment.title, "claim": experiment.claim, "verdict": summary.verdict,
+        "evidence": summary.evidence, "plots": list(summary.plots), "cells": len(rows), "computed": len(todo),
+        "compilations": run.compilations, "compile_seconds": round(run.compile_seconds, 2),
+        "wall_seconds": round(run.wall_seconds, 2), "unavailable": plan.unavailable, "notes": list(plan.notes)})
+    atomic.write_text(out / REPORT_FILE, experiment_report(run, plan))
+    return run
+
+
+def experiment_report(run: ExperimentRun, plan: Plan) -> str:
+    e, s = run.experiment, run.summary
+    lines = [f"# {e.name}: {e.title}", "", f"**The study's claim.** {e.claim}", "",
+             f"**Verdict: {s.verdict}.** {s.evidence}", "",
+             f"Cells: {len(run.rows)} ({run.computed} computed in this run: {run.compilations} compilations, "
+             f"{run.compile_seconds:.1f} s compiling, {run.wall_seconds:.1f} s wall in all).", ""]
+    lines += [f"- {note}" for note in plan.notes] + ([""] if plan.notes else [])
+    if plan.unavailable:
+        lines += ["Unavailable (not run):", ""] + [f"- `{m}`: {why}" for m, why in plan.unavailable.items()] + [""]
+    lines += [s.table, ""] + [f"![{p}]({p})" for p in s.plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_overview(root: Path, order: Sequence[str]) -> Path:
+    """``root/report.md``: every experiment with a summary under ``root``, in ``order``: its claim, verdict,
+    evidence, plots and cost."""
+    lines = ["# The study's analyses, rerun", "",
+             "Each section: the study's claim, what our run shows, and whether the claim holds with the models "
+             "that were available. Details and tables in each experiment's own `report.md`.", ""]
+    for name in order:
+        path = root / name / SUMMARY_FILE
+        if not path.is_file():
+            continue
+        s = json.loads(path.read_text(encoding="utf-8"))
+        lines += [f"## {name}: {s['title']}", "", f"**Claim.** {s['claim']}", "",
+                  f"**Verdict: {s['verdict']}.** {s['evidence']}", "",
+                  f"{s['cells']} cells; last run computed {s['computed']} ({s['compilations']} compilations, "
+                  f"{s['wall_seconds']:.0f} s wall). [report]({name}/{REPORT_FILE})", ""]
+        lines += [f"- {note}" for note in s.get("notes", [])]
+        lines += [f"- `{m}` unavailable: {why}" for m, why in s.get("unavailable", {}).items()]
+        lines += [""] + [f"![{p}]({name}/{p})" for p in s["plots"]] + [""]
+    path = root / REPORT_FILE
+    atomic.write_text(path, "\n".join(lines))
+    return path
