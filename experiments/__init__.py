@@ -16,9 +16,13 @@ from jaxir.errors import JaxirInputError
 
 # name -> module, in the order of the study (then its future-work list)
 MODULES = {
+    "fig1": "fig1_perception_distortion",
+    "fig2": "fig2_degradation_levels",
+    "table2": "table2_vae",
     "fig6": "fig6_start_timestep",
     "fig7": "fig7_steps",
     "fig8": "fig8_one_step",
+    "fig9": "fig9_x0_trajectory",
     "guidance": "future_guidance_scale",
     "cfg": "future_cfg_scale",
     "noise": "future_noise_injection",

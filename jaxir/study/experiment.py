@@ -228,17 +228,21 @@ def write_overview(root: Path, order: Sequence[str]) -> Path:
     lines = ["# The study's analyses, rerun", "",
              "Each section: the study's claim, what our run shows, and whether the claim holds with the models "
              "that were available. Details and tables in each experiment's own `report.md`.", ""]
-    for name in order:
-        path = root / name / SUMMARY_FILE
-        if not path.is_file():
-            continue
-        s = json.loads(path.read_text(encoding="utf-8"))
+    summaries = [json.loads((root / n / SUMMARY_FILE).read_text(encoding="utf-8")) for n in order
+                 if (root / n / SUMMARY_FILE).is_file()]
+    unavailable = {m: why for s in summaries for m, why in s.get("unavailable", {}).items()}
+    if unavailable:
+        lines += ["Models that could not run (each experiment lists those it wanted):", ""]
+        lines += [f"- `{m}`: {why}" for m, why in unavailable.items()] + [""]
+    for s in summaries:
+        name = s["name"]
         lines += [f"## {name}: {s['title']}", "", f"**Claim.** {s['claim']}", "",
                   f"**Verdict: {s['verdict']}.** {s['evidence']}", "",
                   f"{s['cells']} cells; last run computed {s['computed']} ({s['compilations']} compilations, "
                   f"{s['wall_seconds']:.0f} s wall). [report]({name}/{REPORT_FILE})", ""]
         lines += [f"- {note}" for note in s.get("notes", [])]
-        lines += [f"- `{m}` unavailable: {why}" for m, why in s.get("unavailable", {}).items()]
+        if s.get("unavailable"):
+            lines.append(f"- unavailable: {', '.join(f'`{m}`' for m in s['unavailable'])}")
         lines += [""] + [f"![{p}]({name}/{p})" for p in s["plots"]] + [""]
     path = root / REPORT_FILE
     atomic.write_text(path, "\n".join(lines))
