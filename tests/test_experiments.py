@@ -1,0 +1,233 @@
+"""``jaxir experiment``: the cell store (jaxir.study.store), the shared runner (jaxir.study.experiment) and every
+experiment module end to end on a micro configuration (one 96² crop of a bundled photo, the shipped models),
+each checked against a direct computation with the library: degrade with the study's cell key, restore with the
+registered restorer, quantise, score — not through the runner's own code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+import zlib
+
+import jax
+import numpy as np
+import pytest
+
+import experiments
+from experiments import fig6_start_timestep
+from helpers import compilations
+from jaxir.cli import main
+from jaxir.data import bundled_photos
+from jaxir.degradations.levels import parse_level, parse_levels
+from jaxir.errors import JaxirInputError
+from jaxir.metrics import niqe, psnr, ssim
+from jaxir.metrics.color import quantize_uint8
+from jaxir.pipelines.autoencoder import load_autoencoder, reconstruct
+from jaxir.restorers import registered
+from jaxir.study.experiment import Cell, Options, run_experiment
+from jaxir.study.main import run_main_study
+from jaxir.study.store import CellStore
+from jaxir.weights import SHIPPED
+
+pytestmark = pytest.mark.slow   # compiles the shipped CLDM
+
+SR2 = parse_level("sr2")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return (experiments.centre_crop(bundled_photos(["astronaut"])[0], 96),)
+
+
+def direct(restorer_name: str, gt: np.ndarray, level, seed: int = 0, **settings) -> dict:
+    """A cell computed by hand: the study's key, the restorer's restore stream, 8-bit output, the metrics."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), zlib.crc32(level.label.encode())),
+                             zlib.crc32(b"astronaut"))
+    lq = level(gt[None], key)
+    restorer = registered()[restorer_name].configure(**settings)
+    out = restorer.restore(lq, level, jax.random.fold_in(key, zlib.crc32(b"restore")), [0])
+    out = np.asarray(quantize_uint8(out), np.float32) / 255.0
+    border = int(level.scale) if level.task == "sr" else 0
+    return {"psnr": float(psnr(out, gt[None], crop_border=border, y_channel=True)[0]),
+            "ssim": float(ssim(out, gt[None], crop_border=border, y_channel=True)[0]),
+            "niqe": float(niqe(out)[0])}
+
+
+def close(row: dict, want: dict) -> None:
+    for metric, value in want.items():
+        assert row[metric] == pytest.approx(value, abs=1e-9), metric
+
+
+# ---- the store ---------------------------------------------------------------------------------------------------
+
+def test_store_keeps_the_first_result_of_a_key_and_survives_a_second_writer(tmp_path):
+    path = tmp_path / "cells.sqlite"
+    with CellStore(path) as a, CellStore(path) as b:
+        assert a.put("k1", "restore", {"model": "m"}, {"psnr": 1.0})
+        assert not b.put("k1", "restore", {"model": "m"}, {"psnr": 2.0})
+        assert b.finished(["k1", "k2"]) == {"k1"}
+        assert a.rows(["k2", "k1"]) == [{"key": "k1", "model": "m", "psnr": 1.0}]
+
+    def writer(index: int):   # two threads, each with its own connection, racing over the same keys
+        with CellStore(path) as store:
+            for k in range(50):
+                store.put(f"race{k}", "restore", {"writer": index}, {"value": k})
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    count = sqlite3.connect(path).execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM cells").fetchone()
+    assert count == (51, 51)
+
+
+def test_a_file_that_is_not_a_store_is_one_line(tmp_path):
+    bad = tmp_path / "cells.sqlite"
+    bad.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(JaxirInputError, match=r"cells\.sqlite: not a jaxir cell store .*use another --out") as info:
+        CellStore(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_cell_keys_follow_the_effective_settings():
+    """Two experiments that reach the same settings by different overrides share the cell; another seed, level,
+    image content or setting is another cell."""
+    cldm = registered()["jaxir_cldm"]
+    default = Cell("restore", "jaxir_cldm", SR2, "astronaut", 0)
+    same = Cell("restore", "jaxir_cldm", SR2, "astronaut", 0, (("t_start", cldm.settings.t_start),),
+                (("t_start", 250),))
+    assert default.key("d1") == same.key("d1")
+    others = [dataclasses.replace(default, seed=1), dataclasses.replace(default, level=parse_level("sr4")),
+              dataclasses.replace(default, settings=(("t_start", 400),)), dataclasses.replace(default, measure="x")]
+    keys = {default.key("d1"), default.key("d2"), *(c.key("d1") for c in others)}
+    assert len(keys) == 6
+
+
+# ---- experiments end to end ------------------------------------------------------------------------------------
+
+def test_fig6_rows_equal_direct_restorations_and_traced_values_do_not_recompile(tmp_path, images):
+    """The start-timestep sweep: every row is the restorer run by hand with that t_start; after the first value,
+    a new t_start compiles nothing (``run.compilations``, from jax.monitoring); a rerun computes no cell and
+    exports the same table."""
+    gt = images[0].image
+    sweep = dataclasses.replace(fig6_start_timestep.SWEEP, values=(100,))
+    options = Options(images, levels=(SR2,))
+    first = run_experiment(sweep.experiment(), options, tmp_path, progress=False)
+    assert first.computed == 1 and first.compilations > 0
+    sweep = dataclasses.replace(sweep, values=(100, 700))
+    second = run_experiment(sweep.experiment(), options, tmp_path, progress=False)
+    assert second.computed == 1 and second.compilations == 0
+    assert [r["t_start"] for r in second.rows] == [100, 700]
+    for row in second.rows:
+        close(row, direct("jaxir_cldm", gt, SR2, start_from_condition=True, t_start=row["t_start"]))
+    assert second.rows[0]["ssim"] != second.rows[1]["ssim"]
+    table = (tmp_path / "fig6" / "results.csv").read_text()
+    third = run_experiment(sweep.experiment(), options, tmp_path, progress=False)
+    assert third.computed == 0 and (tmp_path / "fig6" / "results.csv").read_text() == table
+    summary = json.loads((tmp_path / "fig6" / "summary.json").read_text())
+    assert summary["verdict"] in ("holds", "partly holds", "does not hold") and summary["cells"] == 2
+    assert "t_start ∈ [100, 700]" in (tmp_path / "fig6" / "report.md").read_text()
+
+
+def test_an_interrupted_experiment_resumes_with_the_missing_cells(tmp_path, images, monkeypatch):
+    sweep = dataclasses.replace(fig6_start_timestep.SWEEP, values=(100, 300, 500))
+    experiment = sweep.experiment()
+    calls = []
+
+    def fails_on_second(cell, gt):
+        calls.append(cell)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return experiment.evaluate(cell, gt)
+
+    options = Options(images, levels=(SR2,))
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(dataclasses.replace(experiment, evaluate=fails_on_second), options, tmp_path, progress=False)
+    run = run_experiment(experiment, options, tmp_path, progress=False)
+    assert run.computed == 2 and [r["t_start"] for r in run.rows] == [100, 300, 500]
+
+
+def test_fig8_one_step_rows_are_single_step_restorations(tmp_path, images):
+    gt = images[0].image
+    experiment = experiments.get("fig8")
+    run = run_experiment(experiment, Options(images, levels=(SR2,)), tmp_path, progress=False)
+    steps = registered()["jaxir_cldm"].settings.steps
+    assert {(r["t_start"], r["evaluations"]) for r in run.rows} == {(t, e) for t in (100, 250, 400, 600, 800)
+                                                                     for e in (1, steps)}
+    one = next(r for r in run.rows if r["t_start"] == 400 and r["evaluations"] == 1)
+    close(one, direct("jaxir_cldm", gt, SR2, start_from_condition=True, t_start=400, steps=1))
+    assert run.summary.verdict in ("holds", "partly holds", "does not hold")
+    assert (tmp_path / "fig8" / "fig8.png").stat().st_size > 10_000
+
+
+def test_fig9_final_is_the_restoration_cell(tmp_path, images):
+    """The trajectory run is the restoration itself: its final scores are the direct restoration's, and it has
+    one x0 score per sampling step."""
+    gt = images[0].image
+    run = run_experiment(experiments.get("fig9"), Options(images, levels=(SR2,)), tmp_path, progress=False)
+    (row,) = run.rows
+    want = direct("jaxir_cldm", gt, SR2)
+    assert {m: row[f"final_{m}"] for m in want} == pytest.approx(want, abs=1e-9)
+    assert len(row["ssim"]) == len(row["psnr"]) == registered()["jaxir_cldm"].settings.steps
+
+
+def test_table2_vae_row_is_the_round_trip(tmp_path, images):
+    gt = images[0].image
+    run = run_experiment(experiments.get("table2"), Options(images, levels=(SR2,)), tmp_path, progress=False)
+    vae_row = next(r for r in run.rows if r["measure"].startswith("vae_round_trip"))
+    model, params = load_autoencoder(SHIPPED / "jaxir_cldm")
+    decoded = jax.jit(reconstruct, static_argnums=0)(model, params, gt[None])   # one program, as the study runs it
+    out = np.asarray(quantize_uint8(decoded), np.float32) / 255.0
+    assert vae_row["psnr"] == pytest.approx(float(psnr(out, gt[None], y_channel=True)[0]), abs=1e-9)
+    restored = next(r for r in run.rows if r["measure"] == "restore")
+    close(restored, direct("jaxir_cldm", gt, SR2))
+    assert run.summary.verdict == ("holds" if restored["psnr"] < vae_row["psnr"] else "does not hold")
+    assert "LPIPS not computed" in (tmp_path / "table2" / "report.md").read_text()
+
+
+def test_fig1_fig2_share_cells_with_each_other_and_match_the_study(tmp_path, images):
+    """fig2 and fig1 plan the same cells (fig1 computes none after fig2), and their rows are ``jaxir study``'s
+    numbers for the same images, levels and seed."""
+    levels = parse_levels("sr2,blur2")
+    options = Options(images, models=("bicubic", "wiener", "jaxir_cnn"), levels=levels)
+    fig2 = run_experiment(experiments.get("fig2"), options, tmp_path / "exp", progress=False)
+    fig1 = run_experiment(experiments.get("fig1"), options, tmp_path / "exp", progress=False)
+    assert fig2.computed == len(fig2.rows) == 5 and fig1.computed == 0 and len(fig1.rows) == 5
+    study, _ = run_main_study(tmp_path / "study", images, levels, ["bicubic", "wiener", "jaxir_cnn"],
+                              progress=False)
+    by_cell = {(r["restorer"], r["level"]): r for r in study.rows}
+    for row in fig2.rows:
+        close(row, {m: by_cell[row["model"], row["level"]][m] for m in ("psnr", "ssim", "niqe")})
+    assert fig2.summary.verdict == "cannot be tested"   # no CLDM among the models
+    assert (tmp_path / "exp" / "fig2" / "fig2.png").is_file() and (tmp_path / "exp" / "fig1" / "fig1.png").is_file()
+
+
+def test_the_command_line_runs_sweeps_lists_unavailable_models_and_refuses_unknown_names(tmp_path, capsys):
+    """``jaxir experiment`` with a model that lacks the swept setting (bicubic has no cfg_scale) and one that is
+    not registered: both listed with the reason, nothing crashes; the overview gathers the experiment."""
+    out = tmp_path / "exp"
+    assert main(["experiment", "cfg", "--out", str(out), "--models", "bicubic,nonesuch", "--photos", "astronaut",
+                 "--crop", "96", "--levels", "sr2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "cfg: cannot be tested — 0 cells" in printed
+    report = (out / "report.md").read_text()
+    assert "`bicubic`: has no setting cfg_scale (this sweep needs it)" in report
+    assert "`nonesuch`: unknown restorer" in report
+    assert main(["experiment", "fig99", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown experiment 'fig99'; choose from fig1, fig2" in err
+
+
+def test_every_registered_experiment_plans_offline(images):
+    """Each experiment's default plan on the shipped models: cells only for restorers that can run, every other
+    requested model listed with a reason."""
+    for name in experiments.names():
+        plan = experiments.get(name).plan(Options(images))
+        assert plan.cells, name
+        assert all(registered()[c.model].unavailable_reason() is None for c in plan.cells), name
+    full = experiments.get("fig6").plan(Options(images, full=True))
+    assert "diffbir_v2" in full.unavailable and "no checkpoint" in full.unavailable["diffbir_v2"]
