@@ -18,7 +18,10 @@ from jaxir.errors import JaxirInputError
 MODULES = {
     "fig1": "fig1_perception_distortion",
     "fig2": "fig2_degradation_levels",
+    "table1": "table1_alignment",
     "table2": "table2_vae",
+    "table3": "table3_alignment",
+    "fig4": "fig4_cost",
     "fig6": "fig6_start_timestep",
     "fig7": "fig7_steps",
     "fig8": "fig8_one_step",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -153,6 +154,13 @@ def verify(path: str | os.PathLike) -> None:
     run can refuse a damaged model before it starts computing."""
     read_config(path)
     _check_param_files(Path(path))
+
+
+def parameter_count(path: str | os.PathLike) -> int:
+    """How many numbers the model of the checkpoint at ``path`` has, from its config alone (nothing is read but
+    ``config.json``; the shapes come from the kind's ``param_shapes``)."""
+    kind_name, config = read_config(path)
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(_kind(kind_name).param_shapes(config)))
 
 
 def load(path: str | os.PathLike, dtype=jnp.float32):

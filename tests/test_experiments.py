@@ -31,6 +31,9 @@ from jaxir.study.experiment import Cell, Options, run_experiment
 from jaxir.study.main import run_main_study
 from jaxir.study.store import CellStore
 from jaxir.weights import SHIPPED
+from jaxir.checkpoints import load, save
+from jaxir.metrics import alignment as A
+import experiments.table1_alignment  # noqa: F401  (its model cache is cleared in a test)
 
 pytestmark = pytest.mark.slow   # compiles the shipped CLDM
 
@@ -222,11 +225,58 @@ def test_the_command_line_runs_sweeps_lists_unavailable_models_and_refuses_unkno
     assert err.count("\n") == 1 and "unknown experiment 'fig99'; choose from fig1, fig2" in err
 
 
+def test_fig4_counts_the_checkpoints_parameters(tmp_path, images):
+    """Parameters per restorer: what the loaded checkpoints hold (the CLDM's own plus its stage 1's), 0 for a
+    classical restorer; latency is each cell's net seconds."""
+    run = run_experiment(experiments.get("fig4"), Options(images, models=("bicubic", "jaxir_cnn", "jaxir_cldm"),
+                                                          levels=(SR2,)), tmp_path, progress=False)
+    count = lambda path: sum(x.size for x in jax.tree.leaves(load(path)[1]))  # noqa: E731
+    cnn = count(SHIPPED / "jaxir_cnn_sr2")
+    assert {r["model"]: r["parameters"] for r in run.rows} == {
+        "bicubic": 0, "jaxir_cnn": cnn, "jaxir_cldm": cnn + count(SHIPPED / "jaxir_cldm")}
+    assert all(r["seconds"] >= 0 for r in run.rows)
+    assert run.summary.verdict in ("holds", "partly holds", "does not hold")
+
+
+def test_alignment_tables_with_random_weight_dinov2(tmp_path, images, monkeypatch):
+    """table1 and table3 on a random-weight DINOv2 saved where the metric looks for its weights: S against the GT
+    and against the re-degraded input equal the metric applied by hand to the direct restoration; the LQ row is
+    S(I_x, I_y); the two tables share their cells."""
+    from jaxir.metrics import alignment as A
+    from jaxir.models.dinov2 import DINOv2, DINOv2Config
+
+    monkeypatch.setenv("JAXIR_CHECKPOINTS", str(tmp_path / "weights"))
+    config = DINOv2Config(embed_dim=48, depth=2, num_heads=3, img_size=56)
+    params = DINOv2(config).init(jax.random.key(0), np.zeros((1, 56, 56, 3), np.float32))["params"]
+    save(A.alignment_checkpoint(), "dinov2", config, params)
+    experiments.table1_alignment._model.cache_clear()
+    options = Options(images, models=("bicubic",), levels=(SR2,))
+    table1 = run_experiment(experiments.get("table1"), options, tmp_path / "exp", progress=False)
+    table3 = run_experiment(experiments.get("table3"), options, tmp_path / "exp", progress=False)
+    assert table1.computed == 2 and table3.computed == 0
+    model = A.load_alignment_model()
+    gt = images[0].image
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), zlib.crc32(b"SR x2")), zlib.crc32(b"astronaut"))
+    lq = SR2(gt[None], key)
+    out = registered()["bicubic"].restore(lq, SR2, jax.random.fold_in(key, zlib.crc32(b"restore")), [0])
+    out = np.asarray(quantize_uint8(out), np.float32) / 255.0
+    rows = {r["model"]: r for r in table1.rows}
+    assert rows["LQ input"]["s_gt"] == pytest.approx(float(A.alignment(model, gt[None], lq)[0]), abs=1e-6)
+    assert rows["bicubic"]["s_gt"] == pytest.approx(float(A.alignment(model, gt[None], out)[0]), abs=1e-6)
+    redegraded = SR2(out, key)
+    assert rows["bicubic"]["s_lq"] == pytest.approx(float(A.alignment(model, redegraded, lq)[0]), abs=1e-6)
+    assert rows["bicubic"]["s_gt"] > 0 and table1.summary.verdict == "cannot be tested"   # no CLDM in this run
+
+
 def test_every_registered_experiment_plans_offline(images):
     """Each experiment's default plan on the shipped models: cells only for restorers that can run, every other
-    requested model listed with a reason."""
+    requested model listed with a reason; without DINOv2 weights the Alignment tables plan nothing and say how
+    to get them."""
     for name in experiments.names():
         plan = experiments.get(name).plan(Options(images))
+        if name in ("table1", "table3") and A.check():
+            assert not plan.cells and "checkpoints_conversion dinov2" in plan.notes[0]
+            continue
         assert plan.cells, name
         assert all(registered()[c.model].unavailable_reason() is None for c in plan.cells), name
     full = experiments.get("fig6").plan(Options(images, full=True))

@@ -50,7 +50,9 @@ class Restorer:
     """name: unique key; build: settings → restore function; tasks: the ``Degradation.task`` values it handles;
     family: "classical", "learned" or "cldm"; settings: its frozen settings; check: settings → None when usable,
     else the reason; accepts: an optional narrower test of the degradations it is meant for (e.g. the blur it was
-    trained on); aliases: generic setting names (the CLI's named flags) → this restorer's field names."""
+    trained on); aliases: generic setting names (the CLI's named flags) → this restorer's field names; checkpoints:
+    (settings, degradation) → the checkpoints (names or paths) a restoration of that degradation runs, stage 1
+    included (what :meth:`parameter_count` counts)."""
 
     name: str
     build: Callable[[Any], RestoreFn]
@@ -62,6 +64,7 @@ class Restorer:
     check: Callable[[Any], str | None] = lambda settings: None
     accepts: Callable[[Degradation], bool] | None = None
     aliases: tuple[tuple[str, str], ...] = ()
+    checkpoints: Callable[[Any, Degradation], tuple] = lambda settings, degradation: ()
 
     def restore(self, lq, degradation: Degradation, key: jax.Array,
                 sample_ids: Sequence[int] | None = None) -> jax.Array:
@@ -95,6 +98,12 @@ class Restorer:
     def unavailable_reason(self) -> str | None:
         return self.check(self.settings)
 
+    def parameter_count(self, degradation: Degradation) -> int:
+        """The parameters a restoration of ``degradation`` runs (0 for a classical restorer), from the
+        checkpoints' configs (:func:`jaxir.checkpoints.parameter_count`; nothing is loaded)."""
+        return sum(_parameter_count(str(checkpoint_path(c).resolve()))
+                   for c in self.checkpoints(self.settings, degradation))
+
 
 @dataclasses.dataclass(frozen=True)
 class _Built:
@@ -126,6 +135,13 @@ def load_timed(name_or_path) -> tuple[Any, Any]:
     loaded = load(checkpoint_path(name_or_path))
     cost.record_load(time.perf_counter() - start)
     return loaded
+
+
+@functools.lru_cache(maxsize=None)
+def _parameter_count(path: str) -> int:
+    from jaxir.checkpoints import parameter_count
+
+    return parameter_count(path)
 
 
 @functools.lru_cache(maxsize=8)

@@ -75,11 +75,17 @@ def check_diffbir(settings: DiffBIRRestorerSettings, how: str) -> str | None:
     return f"stage-1 restorers unavailable: {'; '.join(missing)}" if missing else None
 
 
+def diffbir_checkpoints(settings: DiffBIRRestorerSettings, degradation) -> tuple:
+    """The ControlLDM's checkpoint and those of the stage-1 restorer of the degradation's task."""
+    stage1 = get(settings.stage1_for(degradation.task))
+    return (settings.checkpoint, *stage1.checkpoints(stage1.settings, degradation))
+
+
 def diffbir_restorer(name: str, settings: DiffBIRRestorerSettings, tasks: tuple[str, ...], description: str,
                      how: str, accepts=None) -> Restorer:
     """Register a DiffBIR-pipeline restorer with ``settings`` as its defaults; ``how``: how to get its checkpoint."""
     return register(Restorer(name, diffbir_pipeline, tasks, "cldm", description, settings=settings,
-                             check=lambda s: check_diffbir(s, how), accepts=accepts))
+                             check=lambda s: check_diffbir(s, how), accepts=accepts, checkpoints=diffbir_checkpoints))
 
 
 def supir_pipeline(settings: SUPIRRestorerSettings) -> SUPIRPipeline:
@@ -102,4 +108,5 @@ def supir_restorer(name: str, settings: SUPIRRestorerSettings, tasks: tuple[str,
                    how: str) -> Restorer:
     """Register a SUPIR-pipeline restorer with ``settings`` as its defaults; ``how``: how to get its checkpoint."""
     return register(Restorer(name, supir_pipeline, tasks, "cldm", description, settings=settings,
-                             check=lambda s: missing_reason(s.checkpoint, how), aliases=SUPIR_ALIASES))
+                             check=lambda s: missing_reason(s.checkpoint, how), aliases=SUPIR_ALIASES,
+                             checkpoints=lambda s, degradation: (s.checkpoint,)))

@@ -41,4 +41,5 @@ def checkpoint_restorer(name: str, checkpoint: str, make_restore: RestoreFactory
         return deterministic(make_restore(*load_checkpoint(settings.checkpoint)))
 
     return register(Restorer(name, build, tasks, family, description, settings=CheckpointSettings(checkpoint),
-                             check=lambda settings: missing_reason(settings.checkpoint, how_to_get)))
+                             check=lambda settings: missing_reason(settings.checkpoint, how_to_get),
+                             checkpoints=lambda settings, degradation: (settings.checkpoint,)))

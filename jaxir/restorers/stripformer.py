@@ -34,8 +34,8 @@ HOW_TO_GET = ("download Stripformer_gopro.pth from the Google Drive folder linke
 
 
 def make_restore(model, params, tile: int = TILE, overlap: int = OVERLAP):
-    """(:class:`~jaxir.models.stripformer.StripformerModel`, params) of a ``stripformer`` checkpoint → restore function (LQ NHWC in [0, 1], degradation) → the
-    deblurred batch in [0, 1], same size."""
+    """(:class:`~jaxir.models.stripformer.StripformerModel`, params) of a ``stripformer`` checkpoint → restore
+    function (LQ NHWC in [0, 1], degradation) → the deblurred batch in [0, 1], same size."""
     if tile % SIZE_MULTIPLE or overlap % SIZE_MULTIPLE:
         raise JaxirInputError(f"Stripformer tile ({tile}) and overlap ({overlap}) must be multiples of {SIZE_MULTIPLE}")
     network = jax.jit(lambda p, x: model.forward(p, x - INPUT_OFFSET) + INPUT_OFFSET)

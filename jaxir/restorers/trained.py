@@ -74,7 +74,8 @@ def training_stage1(tasks) -> dict:
 JAXIR_CNN = register(Restorer(
     "jaxir_cnn", lambda settings: deterministic(restore), ("sr", "deblur"), "learned",
     "jaxir's residual CNN (bicubic + 4 residual blocks, 32 channels), trained here on dead leaves: SR ×2, ×4, "
-    "deblur σ=2", check=check, accepts=trained_for))
+    "deblur σ=2", check=check, accepts=trained_for,
+    checkpoints=lambda settings, degradation: (SHIPPED / model_for(degradation),)))
 
 
 JAXIR_CLDM = diffbir_restorer(

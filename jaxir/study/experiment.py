@@ -196,8 +196,9 @@ def run_experiment(experiment: Experiment, options: Options, root: Path, progres
     rows = [{**stored[key], **cell.config(digests[cell.image, cell.level])}
             for cell, key in zip(plan.cells, keys) if key in stored]
     export_csv(rows, out / RESULTS_FILE)
+    reasons = "; ".join(dict.fromkeys(plan.unavailable.values())) or "no cell to compute"
     summary = experiment.summarize(rows, out) if rows else Summary("", (), "cannot be tested",
-                                                                      "no model of this experiment is available")
+                                                                      f"nothing could run: {reasons}")
     run = ExperimentRun(experiment, rows, len(todo), meter.cost.compilations, meter.cost.compile_seconds, meter.wall,
                         summary, out / REPORT_FILE)
     atomic.write_json(out / SUMMARY_FILE, {
