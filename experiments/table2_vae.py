@@ -29,7 +29,8 @@ VAE_MULTIPLE = 8   # every VAE factor here divides it
 
 
 @functools.lru_cache(maxsize=2)
-def _autoencoder(checkpoint: str):
+def autoencoder(checkpoint: str):
+    """The autoencoder of a CLDM checkpoint (cached: the experiments reuse it per image)."""
     return load_autoencoder(checkpoint_path(checkpoint))
 
 
@@ -57,7 +58,7 @@ def plan(options: Options) -> Plan:
 def evaluate(cell: Cell, gt: np.ndarray) -> dict:
     if cell.measure == "restore":
         return restore_and_score(cell, gt)
-    model, params = _autoencoder(registered()[cell.model].settings.checkpoint)
+    model, params = autoencoder(registered()[cell.model].settings.checkpoint)
     gt = crop_to_multiple(gt, VAE_MULTIPLE)
     out = to_8bit(roundtrip(model, params, gt[None]))
     result = score(out, gt[None])

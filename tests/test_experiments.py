@@ -281,3 +281,46 @@ def test_every_registered_experiment_plans_offline(images):
         assert all(registered()[c.model].unavailable_reason() is None for c in plan.cells), name
     full = experiments.get("fig6").plan(Options(images, full=True))
     assert "diffbir_v2" in full.unavailable and "no checkpoint" in full.unavailable["diffbir_v2"]
+
+
+def test_radial_power_spectrum_against_direct_sums():
+    """A horizontal cosine of 6 cycles puts all its power at k = 6: |F|² = (A·H·W/2)² at (0, ±6), so P(6) is
+    2·(A·H·W/2)²/(H·W) over the bin's count; a constant image has none."""
+    from jaxir.metrics.spectrum import radial_power_spectrum
+
+    h = w = 32
+    x = np.arange(w)
+    luma = 0.5 + 0.25 * np.cos(2 * np.pi * 6 * x / w)
+    image = np.repeat(np.broadcast_to(luma, (h, w))[..., None], 3, axis=-1)   # grey: Y = 16/255 + 219/255·value
+    k, power = radial_power_spectrum(image)
+    amplitude = 0.25 * 219.0 / 255.0
+    radius = np.floor(np.hypot(*np.meshgrid(np.fft.fftfreq(h) * h, np.fft.fftfreq(w) * w, indexing="ij")))
+    count = int((radius == 6).sum())
+    assert k[0] == 1 and k[-1] == 16
+    assert power[5] == pytest.approx(2 * (amplitude * h * w / 2) ** 2 / (h * w) / count, rel=1e-9)
+    assert np.delete(power, 5).max() < 1e-20
+    assert radial_power_spectrum(np.full((h, w, 3), 0.3))[1].max() < 1e-25
+
+
+def test_visual_and_fig5_write_their_pictures_from_the_cells(tmp_path, images):
+    """The visual comparison's saved outputs are the restorations its rows score (PSNR recomputed from the PNG);
+    fig5's round trip is table 2's (same PSNR) and its spectra are those of the saved images."""
+    from PIL import Image
+
+    from jaxir.metrics.spectrum import radial_power_spectrum
+
+    gt = images[0].image
+    options = Options(images, models=("bicubic", "jaxir_cldm"), levels=(parse_level("sr4"),))
+    visual = run_experiment(experiments.get("visual"), options, tmp_path, progress=False)
+    read = lambda p: np.asarray(Image.open(tmp_path / p), np.float32) / 255.0  # noqa: E731
+    for row in visual.rows:
+        restored = read(row["images"]["restored"])
+        assert float(psnr(restored[None], gt[None], crop_border=4, y_channel=True)[0]) == pytest.approx(row["psnr"])
+        assert read(row["images"]["lq"]).shape == gt.shape
+    assert (tmp_path / "visual" / "visual_astronaut_SR_x4.png").stat().st_size > 10_000
+    fig5 = run_experiment(experiments.get("fig5"), Options(images), tmp_path, progress=False)
+    table2 = run_experiment(experiments.get("table2"), Options(images, levels=(SR2,)), tmp_path, progress=False)
+    (row,) = fig5.rows
+    assert row["psnr"] == pytest.approx(next(r for r in table2.rows if r["measure"] != "restore")["psnr"], abs=1e-9)
+    np.testing.assert_allclose(row["power_vae"], radial_power_spectrum(read(row["images"]["round_trip"]))[1])
+    assert fig5.summary.verdict in ("holds", "partly holds", "does not hold")

@@ -7,6 +7,9 @@ rows → a markdown table, plots and a verdict on the study's claim). :func:`run
 the store does not hold yet — a rerun after an interruption computes only the missing ones; a second process never
 duplicates one — then exports and reports from the store alone.
 
+An evaluation may return images (``result["images"]``, e.g. restorations for a visual comparison): they are
+written as PNGs under ``root/images/KEY/`` before the cell's row, and the row holds their paths.
+
 A cell is ``(model, settings, degradation level, image, seed, point)``; ``point`` holds whatever else locates it in
 the analysis (e.g. the step count of a sweep's x axis when it is not a restorer setting). Its key is the SHA-256 of
 that configuration with the experiment's name and the image's pixel digest, so a changed image, setting or seed is
@@ -29,7 +32,7 @@ from tqdm import tqdm
 
 from jaxir import atomic
 from jaxir.cost import Meter
-from jaxir.data.images import ImageRecord, crop_to_multiple
+from jaxir.data.images import ImageRecord, crop_to_multiple, save_image
 from jaxir.degradations.pipeline import Degradation
 from jaxir.restorers import registered
 from jaxir.study.runner import cell_key, evaluate_cell
@@ -39,6 +42,7 @@ CROP_MULTIPLE = 4   # the study's: lcm of its scales (×2, ×4), so every level 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.csv"
+IMAGES_DIR = "images"
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -172,6 +176,20 @@ def available_restorers(names: Sequence[str]) -> tuple[list[str], dict[str, str]
     return usable, unavailable
 
 
+def save_images(root: Path, key: str, result: dict) -> dict:
+    """A result's ``images`` ({name: HWC array in [0, 1]}) written as 8-bit PNGs under ``root/images/KEY/``
+    (atomically, before the cell's row), replaced by their paths relative to ``root``."""
+    images = result.pop("images", None)
+    if not images:
+        return result
+    paths = {}
+    for name, image in images.items():
+        path = Path(IMAGES_DIR) / key / f"{name}.png"
+        save_image(root / path, np.asarray(image))
+        paths[name] = path.as_posix()
+    return {**result, "images": paths}
+
+
 def run_experiment(experiment: Experiment, options: Options, root: Path, progress: bool = True) -> ExperimentRun:
     """Compute the missing cells of ``experiment`` into the store under ``root`` and write its folder
     ``root/NAME`` (results.csv, plots, summary.json, report.md)."""
@@ -189,7 +207,7 @@ def run_experiment(experiment: Experiment, options: Options, root: Path, progres
         done = store.finished(keys)
         todo = list({key: cell for cell, key in zip(plan.cells, keys) if key not in done}.items())
         for key, cell in tqdm(todo, desc=experiment.name, unit="cell", disable=not progress):
-            result = experiment.evaluate(cell, gts[cell.image, cell.level])
+            result = save_images(root, key, experiment.evaluate(cell, gts[cell.image, cell.level]))
             store.put(key, cell.measure, cell.config(digests[cell.image, cell.level]), result)
         stored = {row["key"]: row for row in store.rows(keys)}
     # a cell shared with another experiment carries that one's overrides and point: use this plan's
