@@ -31,6 +31,7 @@ MODULES = {
     "guidance": "future_guidance_scale",
     "cfg": "future_cfg_scale",
     "noise": "future_noise_injection",
+    "gamma": "future_gamma_start",
 }
 DEFAULT_PHOTOS = ("astronaut", "coffee", "chelsea")
 DEFAULT_CROP = 128

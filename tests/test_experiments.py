@@ -324,3 +324,19 @@ def test_visual_and_fig5_write_their_pictures_from_the_cells(tmp_path, images):
     assert row["psnr"] == pytest.approx(next(r for r in table2.rows if r["measure"] != "restore")["psnr"], abs=1e-9)
     np.testing.assert_allclose(row["power_vae"], radial_power_spectrum(read(row["images"]["round_trip"]))[1])
     assert fig5.summary.verdict in ("holds", "partly holds", "does not hold")
+
+
+def test_gamma_rule_starts_where_the_schedule_keeps_gamma(tmp_path, images):
+    """The γ-chosen start: √ᾱ_t closest to γ on the shipped CLDM's own schedule; its row is the direct
+    restoration from that t_start, next to the fixed starts."""
+    from experiments.future_gamma_start import FIXED, gamma_t_start
+    from jaxir.pipelines.diffbir import process_alphas_cumprod
+
+    model, _ = load(SHIPPED / "jaxir_cldm")
+    alphas = process_alphas_cumprod(model.config.process)
+    t = gamma_t_start(alphas, 0.5)
+    assert abs(np.sqrt(alphas[t]) - 0.5) <= np.abs(np.sqrt(alphas) - 0.5).min() + 1e-12
+    run = run_experiment(experiments.get("gamma"), Options(images, levels=(SR2,)), tmp_path, progress=False)
+    rule = next(r for r in run.rows if r["rule"] == "γ")
+    assert rule["t_start"] == t and len(run.rows) == 1 + len([f for f in FIXED if f != t])
+    close(rule, direct("jaxir_cldm", images[0].image, SR2, start_from_condition=True, t_start=t))
