@@ -53,14 +53,15 @@ def cmd_experiment(args) -> int:
         records, failures = read_folder(args.images, alpha=args.alpha, max_pixels=args.max_pixels)
     else:
         default = None if args.full else list(experiments.DEFAULT_PHOTOS)
-        records, failures = bundled_photos(args.photos.split(",") if args.photos else default), []
+        chosen = None if args.photos == "all" else args.photos.split(",") if args.photos else default
+        records, failures = bundled_photos(chosen), []
     crop = (0 if args.full else experiments.DEFAULT_CROP) if args.crop is None else args.crop
     if crop:
         records = [experiments.centre_crop(r, crop) for r in records]
     levels = parse_levels(args.levels) if args.levels else None
     records, _ = screen_images(records, failures, levels or parse_levels(DEFAULT_LEVELS), 4)
     options = Options(tuple(records), tuple(args.models.split(",")) if args.models else None, levels, args.seed,
-                      args.full)
+                      args.full, args.batch)
     runs = experiments.run(args.names, options, Path(args.out), progress=not args.quiet)
     for run in runs:
         print(f"{run.experiment.name}: {run.summary.verdict} — {len(run.rows)} cells ({run.computed} computed, "
@@ -360,8 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="root folder: the cell store cells.sqlite, a folder per experiment, report.md")
     experiment.add_argument("--models", help="comma-separated restorers (default: each experiment's own)")
     experiment.add_argument("--images", help="folder of clean images (default: bundled photos)")
-    experiment.add_argument("--photos", help="comma-separated bundled photos (default: astronaut, coffee, chelsea; "
-                            "all with --full)")
+    experiment.add_argument("--photos", help="comma-separated bundled photos, or all (default: astronaut, coffee, "
+                            "chelsea; all with --full)")
     experiment.add_argument("--crop", type=int, help="centre crop side in pixels, 0 for whole images (default "
                             "128; 0 with --full)")
     experiment.add_argument("--alpha", default="error", choices=("error", "drop", "white", "black"))
@@ -369,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--seed", type=int, default=0, help="cell keys as in jaxir study")
     experiment.add_argument("--full", action="store_true",
                             help="the study's setting: its models (converted checkpoints), levels and values")
+    experiment.add_argument("--batch", type=int, default=1,
+                            help="restoration cells that differ only in their key (seed, image of one size) run N at "
+                                 "a time through one program, sharded over all devices (default 1)")
     experiment.add_argument("--quiet", action="store_true", help="no progress bar")
     experiment.set_defaults(func=cmd_experiment)
     for command in (study, restore, trainer, experiment):

@@ -27,15 +27,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxir import atomic
+from jaxir import atomic, parallel
 from jaxir.cost import Meter
 from jaxir.data.images import ImageRecord, crop_to_multiple, save_image
 from jaxir.degradations.pipeline import Degradation
+from jaxir.errors import JaxirInputError
 from jaxir.restorers import registered
-from jaxir.study.runner import cell_key, evaluate_cell
+from jaxir.study.inputs import crop_border
+from jaxir.study.runner import RESTORE_STREAM, cell_key, evaluate_cell, score, to_8bit
 from jaxir.study.store import STORE_FILE, CellStore, export_csv
 
 CROP_MULTIPLE = 4   # the study's: lcm of its scales (×2, ×4), so every level degrades the same ground truth
@@ -97,14 +101,16 @@ class Cell:
 @dataclasses.dataclass(frozen=True)
 class Options:
     """What the command line chooses: models (restorer names; None = the experiment's default), images, levels
-    (None = the experiment's default), the seed, and ``full`` (the study's own setting instead of the offline
-    default)."""
+    (None = the experiment's default), the seed, ``full`` (the study's own setting instead of the offline
+    default), and ``batch``: how many restoration cells that differ only in their key (seed, image of the same
+    size) run as one batch through one compiled program (:func:`restore_and_score_batch`)."""
 
     images: tuple[ImageRecord, ...]
     models: tuple[str, ...] | None = None
     levels: tuple[Degradation, ...] | None = None
     seed: int = 0
     full: bool = False
+    batch: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +168,34 @@ def restore_and_score(cell: Cell, gt: np.ndarray) -> dict:
     return metrics
 
 
+def restore_and_score_batch(cells: Sequence[Cell], gts: Sequence[np.ndarray], batch: int,
+                            mesh: jax.sharding.Mesh | None = None) -> list[dict]:
+    """Restoration cells of one restorer, settings, level and image size as one batch: each sample gets its own
+    cell key (:func:`jaxir.keys.per_sample_keys` takes one key per sample), so sample b draws exactly what its
+    cell draws alone and the result equals :func:`restore_and_score`'s up to float rounding (the same noise; the
+    arithmetic of a batched program may round differently). The batch is padded to ``batch`` samples (the last
+    cell repeated, so one program serves every chunk) and to a multiple of the ``mesh`` size, over whose ``data``
+    axis it is sharded. ``seconds``: the batch's net time divided by its cells."""
+    first = cells[0]
+    restorer = registered()[first.model].configure(**dict(first.settings))
+    size = parallel.padded_size(batch, mesh) if mesh is not None else batch
+    padded = list(range(len(cells))) + [len(cells) - 1] * (size - len(cells))
+    keys = jnp.stack([cell_key(cells[i].seed, first.level, cells[i].image) for i in padded])
+    ids = np.zeros(size, np.int32)
+    clean = np.stack([gts[i] for i in padded])
+    with Meter() as meter:
+        lq = first.level(clean, keys, ids)
+        if mesh is not None:
+            lq = parallel.shard_batch(lq, mesh)
+        restore_keys = jax.vmap(lambda k: jax.random.fold_in(k, RESTORE_STREAM))(keys)
+        out = to_8bit(parallel.gather(restorer.restore(lq, first.level, restore_keys, ids)))
+    if out.shape[1:3] != clean.shape[1:3]:
+        raise JaxirInputError(f"restorer {restorer.name!r} returned {out.shape[1:3]} for {clean.shape[1:3]} images")
+    seconds = meter.net_seconds / len(cells)
+    return [{**score(out[i:i + 1], gts[i][None], crop_border(first.level)), "seconds": seconds}
+            for i in range(len(cells))]
+
+
 def available_restorers(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """(the usable ones among ``names``, {name: why not and how to get it} for the rest)."""
     restorers = registered()
@@ -174,6 +208,22 @@ def available_restorers(names: Sequence[str]) -> tuple[list[str], dict[str, str]
         else:
             usable.append(name)
     return usable, unavailable
+
+
+def work_groups(todo: Sequence[tuple[str, Cell]], gts: dict, batch: int) -> list[list[tuple[str, Cell]]]:
+    """The cells to compute, in plan order, as groups: with ``batch`` > 1, restoration cells of the same restorer,
+    effective settings, level and image size in chunks of up to ``batch``; every other cell alone."""
+    if batch <= 1:
+        return [[item] for item in todo]
+    groups: dict[tuple, list] = {}
+    for key, cell in todo:
+        if cell.measure == "restore":
+            settings = json.dumps(effective_settings(cell.model, dict(cell.settings)), sort_keys=True, default=str)
+            group = ("restore", cell.model, settings, cell.level, gts[cell.image, cell.level].shape)
+        else:
+            group = ("alone", key)
+        groups.setdefault(group, []).append((key, cell))
+    return [members[i:i + batch] for members in groups.values() for i in range(0, len(members), batch)]
 
 
 def save_images(root: Path, key: str, result: dict) -> dict:
@@ -203,12 +253,23 @@ def run_experiment(experiment: Experiment, options: Options, root: Path, progres
         keys.append(cell.key(digests[cell.image, cell.level]))
     out = root / experiment.name
     out.mkdir(parents=True, exist_ok=True)
+    mesh = parallel.data_mesh() if options.batch > 1 and jax.device_count() > 1 else None
     with CellStore(root / STORE_FILE) as store, Meter() as meter:
         done = store.finished(keys)
         todo = list({key: cell for cell, key in zip(plan.cells, keys) if key not in done}.items())
-        for key, cell in tqdm(todo, desc=experiment.name, unit="cell", disable=not progress):
-            result = save_images(root, key, experiment.evaluate(cell, gts[cell.image, cell.level]))
-            store.put(key, cell.measure, cell.config(digests[cell.image, cell.level]), result)
+        bar = tqdm(total=len(todo), desc=experiment.name, unit="cell", disable=not progress)
+        for group in work_groups(todo, gts, options.batch):
+            cells = [cell for _, cell in group]
+            if len(group) == 1:
+                results = [experiment.evaluate(cells[0], gts[cells[0].image, cells[0].level])]
+            else:
+                results = restore_and_score_batch(cells, [gts[c.image, c.level] for c in cells], options.batch,
+                                                  mesh)
+            for (key, cell), result in zip(group, results):
+                store.put(key, cell.measure, cell.config(digests[cell.image, cell.level]), save_images(root, key,
+                                                                                                       result))
+            bar.update(len(group))
+        bar.close()
         stored = {row["key"]: row for row in store.rows(keys)}
     # a cell shared with another experiment carries that one's overrides and point: use this plan's
     rows = [{**stored[key], **cell.config(digests[cell.image, cell.level])}
