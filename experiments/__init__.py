@@ -33,8 +33,8 @@ MODULES = {
     "noise": "future_noise_injection",
     "gamma": "future_gamma_start",
 }
-DEFAULT_PHOTOS = ("astronaut", "coffee", "chelsea")
-DEFAULT_CROP = 128
+DEFAULT_PHOTOS = ("astronaut", "camera", "chelsea", "coffee")
+DEFAULT_CROP = 192
 
 
 def names() -> list[str]:
@@ -56,13 +56,19 @@ def centre_crop(record: ImageRecord, side: int) -> ImageRecord:
     return ImageRecord(record.name, image, f"{record.source}, centre {image.shape[0]}×{image.shape[1]}")
 
 
-def run(selected: list[str], options, root, progress: bool = True) -> list:
+def run(selected: list[str], options, root, progress: bool = True) -> tuple[list, dict[str, str]]:
     """Run the experiments ``selected`` (names, or ``["all"]``) into ``root`` one after another, then rewrite the
-    overview ``root/report.md``; returns their :class:`~jaxir.study.experiment.ExperimentRun`."""
+    overview ``root/report.md``; returns their :class:`~jaxir.study.experiment.ExperimentRun` and {name: error} of
+    those that stopped on bad input (a setting a model refuses, …): one failing experiment never costs the others."""
     from jaxir.study.experiment import run_experiment, write_overview
 
     chosen = names() if selected == ["all"] else selected
     experiments = [get(name) for name in chosen]   # every name checked before the first cell
-    runs = [run_experiment(experiment, options, root, progress=progress) for experiment in experiments]
+    runs, failed = [], {}
+    for experiment in experiments:
+        try:
+            runs.append(run_experiment(experiment, options, root, progress=progress))
+        except JaxirInputError as err:
+            failed[experiment.name] = str(err)
     write_overview(root, names())
-    return runs
+    return runs, failed

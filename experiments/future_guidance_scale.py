@@ -1,4 +1,5 @@
 """Beyond the study (its future-work list): the restoration guidance scale, swept like the study's ablations.
+DiffBIR defines its restoration guidance (weighted MSE in RGB) for the spaced (DDPM) sampler: every cell runs both.
 
     jaxir experiment guidance [--models jaxir_cldm] [--levels sr2,sr4,blur2] [--full]
 """
@@ -11,4 +12,4 @@ EXPERIMENT = SettingSweep(
            "for fidelity: a larger scale raises SSIM."),
     setting="guidance_scale", values=(0.0, 0.25, 0.5, 1.0, 2.0), full_values=(0.0, 0.1, 0.25, 0.5, 1.0, 2.0),
     label="restoration guidance scale", verdict=trend_verdict("guidance_scale", 1),
-    fixed=(("guidance_space", "latent"),)).experiment()
+    fixed=(("guidance_space", "rgb"), ("sampler", "spaced"))).experiment()

@@ -62,12 +62,14 @@ def cmd_experiment(args) -> int:
     records, _ = screen_images(records, failures, levels or parse_levels(DEFAULT_LEVELS), 4)
     options = Options(tuple(records), tuple(args.models.split(",")) if args.models else None, levels, args.seed,
                       args.full, args.batch)
-    runs = experiments.run(args.names, options, Path(args.out), progress=not args.quiet)
+    runs, failed = experiments.run(args.names, options, Path(args.out), progress=not args.quiet)
     for run in runs:
         print(f"{run.experiment.name}: {run.summary.verdict} — {len(run.rows)} cells ({run.computed} computed, "
               f"{run.compilations} compilations, {run.wall_seconds:.0f} s); {run.report}")
+    for name, error in failed.items():
+        print(f"jaxir: error: experiment {name}: {error}", file=sys.stderr)
     print(f"overview: {Path(args.out) / 'report.md'}")
-    return 0
+    return 2 if failed else 0
 
 
 def cmd_restorers(args) -> int:
@@ -361,10 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="root folder: the cell store cells.sqlite, a folder per experiment, report.md")
     experiment.add_argument("--models", help="comma-separated restorers (default: each experiment's own)")
     experiment.add_argument("--images", help="folder of clean images (default: bundled photos)")
-    experiment.add_argument("--photos", help="comma-separated bundled photos, or all (default: astronaut, coffee, "
-                            "chelsea; all with --full)")
+    experiment.add_argument("--photos", help="comma-separated bundled photos, or all (default: astronaut, camera, "
+                            "chelsea, coffee; all with --full)")
     experiment.add_argument("--crop", type=int, help="centre crop side in pixels, 0 for whole images (default "
-                            "128; 0 with --full)")
+                            "192; 0 with --full)")
     experiment.add_argument("--alpha", default="error", choices=("error", "drop", "white", "black"))
     experiment.add_argument("--levels", help="comma-separated levels (default: each experiment's own)")
     experiment.add_argument("--seed", type=int, default=0, help="cell keys as in jaxir study")

@@ -383,7 +383,21 @@ def test_a_batch_sharded_over_8_devices_equals_one_device(tmp_path):
                            tmp_path / "one", progress=False)
     with CellStore(tmp_path / "mesh" / "cells.sqlite") as store:
         sharded = {r["key"]: r for r in store.rows([r["key"] for r in alone.rows])}
-    assert len(sharded) == 3 and jax.device_count() == 1
+    assert len(sharded) == len(experiments.DEFAULT_PHOTOS) and jax.device_count() == 1
     for row in alone.rows:
         for metric in ("psnr", "ssim", "niqe"):
             assert sharded[row["key"]][metric] == pytest.approx(row[metric], abs=1e-6)
+
+
+def test_one_failing_experiment_never_costs_the_others(tmp_path, images, monkeypatch):
+    """``jaxir experiment a b``: when a refuses its input (one-line JaxirInputError), b still runs and the
+    overview holds b; the error is returned by name."""
+    def refuse(options):
+        raise JaxirInputError("a setting the model refuses")
+
+    broken = dataclasses.replace(experiments.get("fig5"), name="fig6", plan=refuse)
+    real = experiments.get
+    monkeypatch.setattr(experiments, "get", lambda name: broken if name == "fig6" else real(name))
+    runs, failed = experiments.run(["fig6", "fig5"], Options(images), tmp_path)
+    assert [r.experiment.name for r in runs] == ["fig5"] and failed == {"fig6": "a setting the model refuses"}
+    assert "## fig5" in (tmp_path / "report.md").read_text()
