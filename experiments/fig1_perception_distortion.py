@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from experiments.fig2_degradation_levels import families, level_means, plan  # noqa: E402
-from jaxir import atomic  # noqa: E402
-from jaxir.study.experiment import Experiment, Summary, restore_and_score  # noqa: E402
-from jaxir.study.sweep import judge  # noqa: E402
+from experiments.fig2_degradation_levels import families, level_means, plan
+from jaxir.study.experiment import Experiment, Summary, restore_and_score
+from jaxir.study.plots import plt, save_figure
+from jaxir.study.sweep import judge
 
 
 def summarize(rows: list[dict], out: Path) -> Summary:
@@ -38,11 +34,7 @@ def summarize(rows: list[dict], out: Path) -> Summary:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         ax.set_title(f"task: {task}")
-    fig.suptitle("perception–distortion plane (mean over images)")
-    fig.tight_layout()
-    with atomic.replacing(out / "fig1.png") as temp:
-        fig.savefig(temp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "fig1.png", "perception–distortion plane (mean over images)")
     family = families(rows)
     better, parts, lines = [], [], ["| task | model | x | PSNR | NIQE |", "|---|---|---|---|---|"]
     for (task, model), points in data.items():

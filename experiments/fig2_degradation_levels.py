@@ -9,17 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxir import atomic  # noqa: E402
-from jaxir.degradations.levels import DEFAULT_LEVELS, parse_levels  # noqa: E402
-from jaxir.restorers import registered  # noqa: E402
-from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers  # noqa: E402
-from jaxir.study.experiment import restore_and_score  # noqa: E402
-from jaxir.study.sweep import METRICS, judge, mean_by  # noqa: E402
+from jaxir.degradations.levels import DEFAULT_LEVELS, parse_levels
+from jaxir.restorers import registered
+from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers, restore_and_score
+from jaxir.study.plots import plt, save_figure
+from jaxir.study.sweep import METRICS, judge, mean_by
 
 
 def plan(options: Options) -> Plan:
@@ -71,11 +66,7 @@ def summarize(rows: list[dict], out: Path) -> Summary:
             if row_index == 0:
                 ax.set_title(f"task: {task}")
                 ax.legend(fontsize=7)
-    fig.suptitle("restoration quality against degradation level (mean over images)")
-    fig.tight_layout()
-    with atomic.replacing(out / "fig2.png") as temp:
-        fig.savefig(temp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "fig2.png", "restoration quality against degradation level (mean over images)")
     lines = ["| task | level (γ or σ) | " + " | ".join(sorted({m for _, m in data})) + " |"]
     models = sorted({m for _, m in data})
     lines.append("|---|---|" + "---|" * len(models))

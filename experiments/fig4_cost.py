@@ -13,17 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from jaxir import atomic  # noqa: E402
-from jaxir.degradations.levels import parse_levels  # noqa: E402
-from jaxir.restorers import registered  # noqa: E402
-from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers  # noqa: E402
-from jaxir.study.experiment import restore_and_score  # noqa: E402
-from jaxir.study.sweep import judge, mean_by  # noqa: E402
+from jaxir.degradations.levels import parse_levels
+from jaxir.restorers import registered
+from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers, restore_and_score
+from jaxir.study.plots import plt, save_figure
+from jaxir.study.sweep import judge, mean_by
 
 
 def plan(options: Options) -> Plan:
@@ -59,11 +54,7 @@ def summarize(rows: list[dict], out: Path) -> Summary:
         ax.set_ylabel(y_label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6)
-    fig.suptitle("cost against quality (classical restorers drawn at 1 parameter)")
-    fig.tight_layout()
-    with atomic.replacing(out / "fig4.png") as temp:
-        fig.savefig(temp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "fig4.png", "cost against quality (classical restorers drawn at 1 parameter)")
     lines = ["| task | model | parameters | seconds / image | SSIM | PSNR | NIQE |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {t} | {m} | {v['parameters']:,.0f} | {v['seconds']:.3f} | {v['ssim']:.4f} | {v['psnr']:.2f} | "
               f"{v['niqe']:.2f} |" for (t, m), v in sorted(table.items())]

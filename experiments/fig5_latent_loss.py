@@ -10,32 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from experiments.table2_vae import FULL_MODELS, MODELS, VAE_MULTIPLE, autoencoder  # noqa: E402
-from jaxir import atomic  # noqa: E402
-from jaxir.data.images import crop_to_multiple  # noqa: E402
-from jaxir.metrics.spectrum import radial_power_spectrum  # noqa: E402
-from jaxir.restorers import registered  # noqa: E402
-from jaxir.study.ceiling import roundtrip  # noqa: E402
-from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers  # noqa: E402
-from jaxir.study.runner import score, to_8bit  # noqa: E402
-from jaxir.study.sweep import judge  # noqa: E402
+from experiments.table2_vae import FULL_MODELS, MODELS, VAE_MULTIPLE, autoencoder, needs_autoencoder
+from jaxir.data.images import crop_to_multiple
+from jaxir.metrics.spectrum import radial_power_spectrum
+from jaxir.restorers import registered
+from jaxir.study.ceiling import roundtrip
+from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers
+from jaxir.study.plots import plt, save_figure
+from jaxir.study.runner import score, to_8bit
+from jaxir.study.sweep import judge
 
 HIGH_BAND = 0.5   # the upper half of the frequencies (k above half the Nyquist frequency)
 
 
 def plan(options: Options) -> Plan:
-    usable, unavailable = available_restorers(options.models or (FULL_MODELS if options.full else MODELS))
-    for name in list(usable):
-        if registered()[name].family != "cldm":
-            usable.remove(name)
-            unavailable[name] = "not a CLDM (no autoencoder)"
+    usable, unavailable = available_restorers(options.models or (FULL_MODELS if options.full else MODELS),
+                                              needs_autoencoder)
     cells = tuple(Cell("vae_spectrum", model, None, image.name, options.seed) for model in usable
                   for image in options.images)
     return Plan(cells, unavailable, ("round trip of the ground truth cropped to a multiple of 8; spectra of the "
@@ -83,14 +76,9 @@ def summarize(rows: list[dict], out: Path) -> Summary:
         axes[3].set_ylabel("radial power")
         axes[3].legend()
         axes[3].grid(alpha=0.3, which="both")
-        fig.suptitle(f"{row['model']} autoencoder on {row['image']}: PSNR {row['psnr']:.2f} dB, upper-half power "
-                     f"kept {ratio:.1%}")
-        fig.tight_layout()
-        name = f"fig5_{row['model']}_{row['image']}.png"
-        with atomic.replacing(out / name) as temp:
-            fig.savefig(temp, dpi=90)
-        plt.close(fig)
-        plots.append(name)
+        plots.append(save_figure(fig, out / f"fig5_{row['model']}_{row['image']}.png",
+                                 f"{row['model']} autoencoder on {row['image']}: PSNR {row['psnr']:.2f} dB, "
+                                 f"upper-half power kept {ratio:.1%}", dpi=90))
     verdict, evidence = judge({"loses detail": sum(r < 1 for r in kept) / len(kept)},
                               f"power the round trip keeps in the upper half of the frequencies: "
                               f"{', '.join(f'{r:.1%}' for r in kept)}")

@@ -21,12 +21,10 @@ SSIM_MARGIN = 0.01
 
 
 def plan(options: Options) -> Plan:
-    usable, unavailable = available_restorers(options.models or (FULL_MODELS if options.full else MODELS))
+    usable, unavailable = available_restorers(
+        options.models or (FULL_MODELS if options.full else MODELS),
+        lambda r: None if "t_start" in r.setting_names() else "has no start timestep (t_start) to start both from")
     restorers = registered()
-    for name in list(usable):
-        if "t_start" not in restorers[name].setting_names():
-            usable.remove(name)
-            unavailable[name] = "has no start timestep (t_start) to start both samplings from"
     levels = options.levels or parse_levels("sr2,sr4,blur2,blur8,blur20" if options.full else "sr2,sr4,blur2")
     cells = []
     for model in usable:

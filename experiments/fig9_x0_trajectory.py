@@ -12,34 +12,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxir import atomic  # noqa: E402
-from jaxir.degradations.levels import parse_levels  # noqa: E402
-from jaxir.degradations.resize import resize_torch  # noqa: E402
-from jaxir.pipelines.colorfix import COLOR_FIXES  # noqa: E402
-from jaxir.restorers import registered  # noqa: E402
-from jaxir.restorers.cldm_family import diffbir_pipeline  # noqa: E402
-from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers  # noqa: E402
-from jaxir.study.inputs import crop_border  # noqa: E402
-from jaxir.study.runner import RESTORE_STREAM, cell_key, score, to_8bit  # noqa: E402
-from jaxir.study.sweep import METRICS, judge  # noqa: E402
+from jaxir.degradations.levels import parse_levels
+from jaxir.degradations.resize import resize_torch
+from jaxir.pipelines.colorfix import COLOR_FIXES
+from jaxir.restorers import registered
+from jaxir.restorers.cldm_family import diffbir_pipeline
+from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers
+from jaxir.study.inputs import crop_border
+from jaxir.study.plots import plt, save_figure
+from jaxir.study.runner import RESTORE_STREAM, cell_key, score, to_8bit
+from jaxir.study.sweep import METRICS, judge
 
 MODELS, FULL_MODELS = ("jaxir_cldm",), ("diffbir_v2", "diffbir_v2.1", "jaxir_cldm")
 SSIM_MARGIN = 0.02
 
 
 def plan(options: Options) -> Plan:
-    usable, unavailable = available_restorers(options.models or (FULL_MODELS if options.full else MODELS))
+    usable, unavailable = available_restorers(
+        options.models or (FULL_MODELS if options.full else MODELS),
+        lambda r: None if r.build is diffbir_pipeline else "its pipeline returns no x0 trajectory (DiffBIR's do)")
     restorers = registered()
-    for name in list(usable):
-        if restorers[name].build is not diffbir_pipeline:
-            usable.remove(name)
-            unavailable[name] = "its pipeline does not return x0 trajectories (DiffBIR-family restorers do)"
     levels = options.levels or parse_levels("sr2,sr4,blur2,blur8,blur20" if options.full else "sr2,sr4,blur2")
     cells = tuple(Cell("x0_trajectory", model, level, image.name, options.seed)
                   for model in usable for level in levels if restorers[model].handles(level)
@@ -86,11 +80,7 @@ def summarize(rows: list[dict], out: Path) -> Summary:
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("quality of the x0 prediction at every step (mean over images)")
-    fig.tight_layout()
-    with atomic.replacing(out / "fig9.png") as temp:
-        fig.savefig(temp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "fig9.png", "quality of the x0 prediction at every step (mean over images)")
     lines = ["| model | level | step | x0 SSIM / PSNR / NIQE |", "|---|---|---|---|"]
     close, parts = {}, []
     for (model, level), m in means.items():

@@ -19,6 +19,7 @@ from jaxir.degradations.levels import parse_levels
 from jaxir.pipelines.diffbir import process_alphas_cumprod
 from jaxir.restorers import registered
 from jaxir.restorers.base import load_checkpoint
+from jaxir.restorers.cldm_family import diffbir_pipeline
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers, restore_and_score
 from jaxir.study.sweep import judge, plot_sweep, series, sweep_table
 
@@ -33,12 +34,11 @@ def gamma_t_start(alphas_cumprod: np.ndarray, gamma: float) -> int:
 
 
 def plan(options: Options) -> Plan:
-    usable, unavailable = available_restorers(options.models or ("jaxir_cldm",))
+    usable, unavailable = available_restorers(
+        options.models or ("jaxir_cldm",),
+        lambda r: None if "t_start" in r.setting_names() and r.build is diffbir_pipeline
+        else "has no start timestep on a DiffBIR checkpoint's schedule")
     restorers = registered()
-    for name in list(usable):
-        if "t_start" not in restorers[name].setting_names() or not hasattr(restorers[name].settings, "checkpoint"):
-            usable.remove(name)
-            unavailable[name] = "has no start timestep on a checkpoint's schedule"
     levels = options.levels or parse_levels("sr2,sr4,sr2+noise0.1,sr4+noise0.05" if options.full else "sr2,sr4")
     cells, rules = [], []
     for model in usable:

@@ -34,14 +34,14 @@ def autoencoder(checkpoint: str):
     return load_autoencoder(checkpoint_path(checkpoint))
 
 
+def needs_autoencoder(restorer) -> str | None:
+    return None if restorer.family == "cldm" else "not a CLDM (no autoencoder)"
+
+
 def plan(options: Options) -> Plan:
     names = options.models or (FULL_MODELS if options.full else MODELS)
-    usable, unavailable = available_restorers(names)
+    usable, unavailable = available_restorers(names, needs_autoencoder)
     restorers = registered()
-    for name in list(usable):
-        if restorers[name].family != "cldm":
-            usable.remove(name)
-            unavailable[name] = "not a CLDM (no autoencoder)"
     lpips_missing = lpips_metric.check("alex")
     measure = VAE if lpips_missing else VAE_LPIPS
     levels = options.levels or parse_levels("sr2,sr4,blur2,blur8,blur20" if options.full else "sr2,sr4,blur2")

@@ -7,16 +7,8 @@ again with the same degradation and noise, against the input — with SSIM besid
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from experiments.table1_alignment import alignment_plan, alignment_summary, evaluate
-from jaxir.study.experiment import Experiment, Summary
-
-
-def summarize(rows: list[dict], out: Path) -> Summary:
-    table, verdict, evidence = alignment_summary(rows, "s_lq", "higher")
-    return Summary(table, (), verdict, evidence)
-
+from jaxir.study.experiment import Experiment
 
 EXPERIMENT = Experiment(
     "table3", "consistency with the observation at high degradation (eq. 15)",
@@ -25,4 +17,4 @@ EXPERIMENT = Experiment(
     lambda options: alignment_plan(options, "sr4,blur20", "sr4,blur20",
                                    "S(D(Î_x), I_y): the restoration re-degraded with the cell's key; DINOv2 ViT-B/14 "
                                    "CLS distance, 224² centre crop"),
-    evaluate, summarize)
+    evaluate, lambda rows, out: alignment_summary(rows, "s_lq"))

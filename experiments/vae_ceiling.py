@@ -13,10 +13,10 @@ import sys
 from jaxir import atomic
 from jaxir.data import bundled_photos
 from jaxir.restorers.cldm import checkpoint_name, supir_checkpoint_name
-from jaxir.weights import checkpoint_path
 from jaxir.restorers.trained import CLDM
-from jaxir.weights import SHIPPED as WEIGHTS
 from jaxir.study.ceiling import ceiling_markdown, ceiling_table
+from jaxir.weights import SHIPPED as WEIGHTS
+from jaxir.weights import checkpoint_path
 
 
 def available_autoencoders() -> dict:

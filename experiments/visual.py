@@ -10,20 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax
-import matplotlib
+import numpy as np
+from matplotlib import patches
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.patches as patches  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from jaxir import atomic  # noqa: E402
-from jaxir.degradations.levels import parse_levels  # noqa: E402
-from jaxir.restorers import registered  # noqa: E402
-from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers  # noqa: E402
-from jaxir.study.inputs import crop_border  # noqa: E402
-from jaxir.study.runner import RESTORE_STREAM, cell_key, score, to_8bit  # noqa: E402
+from jaxir.degradations.levels import parse_levels
+from jaxir.restorers import registered
+from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers
+from jaxir.study.inputs import crop_border
+from jaxir.study.plots import plt, save_figure
+from jaxir.study.runner import RESTORE_STREAM, cell_key, score, to_8bit
 
 BOX = (0.375, 0.375, 0.25)   # zoom box: top and left as fractions of the height and width, side of the shorter side
 
@@ -80,14 +76,9 @@ def summarize(rows: list[dict], out: Path) -> Summary:
             for row_axes in (axes[0, col], axes[1, col]):
                 row_axes.set_xticks([])
                 row_axes.set_yticks([])
-        fig.suptitle(f"{image}, {level}")
-        fig.tight_layout()
         name = "visual_" + "".join(c if c.isascii() and c.isalnum() else "_"
                                    for c in f"{image}_{level}".replace("σ", "sigma")) + ".png"
-        with atomic.replacing(out / name) as temp:
-            fig.savefig(temp, dpi=100)
-        plt.close(fig)
-        plots.append(name)
+        plots.append(save_figure(fig, out / name, f"{image}, {level}"))
     table = ["| image | level | model | PSNR | SSIM | NIQE |", "|---|---|---|---|---|---|"]
     table += [f"| {r['image']} | {r['level']} | {r['model']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['niqe']:.2f} |"
               for r in rows]

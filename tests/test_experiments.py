@@ -15,14 +15,17 @@ import zlib
 import jax
 import numpy as np
 import pytest
+from helpers import compilations
 
 import experiments
+import experiments.table1_alignment  # noqa: F401  (its model cache is cleared in a test)
 from experiments import fig6_start_timestep
-from helpers import compilations
+from jaxir.checkpoints import load, save
 from jaxir.cli import main
 from jaxir.data import bundled_photos
 from jaxir.degradations.levels import parse_level, parse_levels
 from jaxir.errors import JaxirInputError
+from jaxir.metrics import alignment as A
 from jaxir.metrics import niqe, psnr, ssim
 from jaxir.metrics.color import quantize_uint8
 from jaxir.pipelines.autoencoder import load_autoencoder, reconstruct
@@ -31,9 +34,6 @@ from jaxir.study.experiment import Cell, Options, run_experiment
 from jaxir.study.main import run_main_study
 from jaxir.study.store import CellStore
 from jaxir.weights import SHIPPED
-from jaxir.checkpoints import load, save
-from jaxir.metrics import alignment as A
-import experiments.table1_alignment  # noqa: F401  (its model cache is cleared in a test)
 
 pytestmark = pytest.mark.slow   # compiles the shipped CLDM
 

@@ -25,10 +25,10 @@ import numpy as np
 from jaxir.data.images import ImageRecord, crop_to_multiple
 from jaxir.errors import JaxirInputError
 from jaxir.models.vae import AutoencoderKL
+from jaxir.pipelines.autoencoder import load_autoencoder, reconstruct
 from jaxir.study.results import ResultsWriter, cell_key, read_results
 from jaxir.study.runner import score, to_8bit
 from jaxir.tiling import tiled_apply
-from jaxir.pipelines.autoencoder import load_autoencoder, reconstruct
 
 LEVEL = "VAE round trip"
 

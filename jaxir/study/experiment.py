@@ -196,13 +196,16 @@ def restore_and_score_batch(cells: Sequence[Cell], gts: Sequence[np.ndarray], ba
             for i in range(len(cells))]
 
 
-def available_restorers(names: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """(the usable ones among ``names``, {name: why not and how to get it} for the rest)."""
+def available_restorers(names: Sequence[str], needs: Callable[[Any], str | None] = lambda restorer: None
+                        ) -> tuple[list[str], dict[str, str]]:
+    """(the usable ones among ``names``, {name: why not and how to get it} for the rest): unknown names, restorers
+    whose weights are missing, and those ``needs`` (restorer → None or the reason this experiment cannot use it)
+    refuses."""
     restorers = registered()
-    unknown = [n for n in names if n not in restorers]
-    usable, unavailable = [], {n: f"unknown restorer; registered: {', '.join(restorers)}" for n in unknown}
-    for name in (n for n in names if n in restorers):
-        reason = restorers[name].unavailable_reason()
+    usable, unavailable = [], {}
+    for name in names:
+        reason = (f"unknown restorer; registered: {', '.join(restorers)}" if name not in restorers
+                  else restorers[name].unavailable_reason() or needs(restorers[name]))
         if reason:
             unavailable[name] = reason
         else:

@@ -17,8 +17,8 @@ from jaxir.degradations.pipeline import Degradation
 from jaxir.errors import ImageLoadError, JaxirInputError
 from jaxir.restorers import registered
 from jaxir.restorers.base import configure_all
-from jaxir.study.plots import plot_metrics_vs_level, plot_perception_distortion
 from jaxir.study.inputs import screen_images
+from jaxir.study.plots import plot_metrics_vs_level, plot_perception_distortion
 from jaxir.study.report import write_report
 from jaxir.study.runner import StudyConfig, StudyRun, restorer_settings, run_study
 

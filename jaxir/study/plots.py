@@ -17,6 +17,18 @@ FIG2_FILE = "fig2_metrics_vs_degradation.png"
 FIG1_FILE = "fig1_perception_distortion.png"
 
 
+def save_figure(fig, path: Path, title: str | None = None, dpi: int = 100) -> str:
+    """``fig`` with its title, laid out tight, written atomically as ``path`` (PNG) and closed; returns the file
+    name (what reports link)."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic.replacing(path) as temp:
+        fig.savefig(temp, dpi=dpi)
+    plt.close(fig)
+    return Path(path).name
+
+
 def plot_metrics_vs_level(out: Path, rows: list[dict], levels: list[str] | None = None) -> str:
     """SSIM, PSNR and NIQE against degradation level, one line per restorer."""
     order = level_order(rows, levels)
@@ -30,11 +42,7 @@ def plot_metrics_vs_level(out: Path, rows: list[dict], levels: list[str] | None 
         ax.set_title(f"{metric.upper()} {better}")
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle("Restoration quality versus degradation level (mean over images)")
-    fig.tight_layout()
-    with atomic.replacing(out / FIG2_FILE) as temp:
-        fig.savefig(temp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / FIG2_FILE, "Restoration quality versus degradation level (mean over images)", dpi=110)
     return FIG2_FILE
 
 
@@ -55,8 +63,5 @@ def plot_perception_distortion(out: Path, rows: list[dict], levels: list[str] | 
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("Perception–distortion plane (mean over images)")
-    fig.tight_layout()
-    with atomic.replacing(out / FIG1_FILE) as temp:
-        fig.savefig(temp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / FIG1_FILE, dpi=110)
     return FIG1_FILE

@@ -27,9 +27,9 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxir import atomic
+from jaxir.cost import Meter, Totals
 from jaxir.data.images import ImageRecord, crop_to_multiple, save_image
 from jaxir.degradations.pipeline import Degradation, study_levels
-from jaxir.cost import Meter, Totals
 from jaxir.errors import JaxirInputError
 from jaxir.metrics import niqe, psnr, ssim
 from jaxir.metrics.color import quantize_uint8

@@ -13,17 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxir import atomic  # noqa: E402
-from jaxir.degradations.levels import parse_levels  # noqa: E402
-from jaxir.restorers import registered  # noqa: E402
-from jaxir.study.experiment import (Cell, Experiment, Options, Plan, Summary, available_restorers,  # noqa: E402
-                                    restore_and_score)
+from jaxir.degradations.levels import parse_levels
+from jaxir.restorers import registered
+from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers, restore_and_score
+from jaxir.study.plots import plt, save_figure
 
 METRICS = (("ssim", "SSIM ↑"), ("psnr", "PSNR (dB) ↑"), ("niqe", "NIQE ↓"))
 
@@ -95,11 +90,7 @@ def plot_sweep(rows: Sequence[dict], x: str, label: str, out: Path, filename: st
             if row_index == 0:
                 ax.set_title(f"task: {task}")
                 ax.legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic.replacing(out / filename) as temp:
-        fig.savefig(temp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / filename, title)
     return filename
 
 
@@ -124,15 +115,14 @@ class SettingSweep:
     full_levels: str = "sr2,sr4,blur1,blur2,blur4,blur8,blur20"
     log_x: bool = False
 
+    def missing_settings(self, restorer) -> str | None:
+        missing = [s for s in (self.setting, *dict(self.fixed)) if s not in restorer.setting_names()]
+        return f"has no setting {', '.join(missing)} (this sweep needs it)" if missing else None
+
     def plan(self, options: Options) -> Plan:
         names = options.models or (self.full_models if options.full else self.models)
-        usable, unavailable = available_restorers(names)
+        usable, unavailable = available_restorers(names, self.missing_settings)
         restorers = registered()
-        for name in list(usable):
-            missing = [s for s in (self.setting, *dict(self.fixed)) if s not in restorers[name].setting_names()]
-            if missing:
-                usable.remove(name)
-                unavailable[name] = f"has no setting {', '.join(missing)} (this sweep needs it)"
         levels = options.levels or parse_levels(self.full_levels if options.full else self.levels)
         values = self.full_values if options.full else self.values
         cells = tuple(Cell("restore", model, level, image.name, options.seed,
