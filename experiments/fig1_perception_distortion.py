@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from experiments.fig2_degradation_levels import families, level_means, plan
 from jaxir.study.experiment import Experiment, Summary, restore_and_score
 from jaxir.study.plots import plt, save_figure

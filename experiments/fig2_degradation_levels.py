@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from jaxir.degradations.levels import DEFAULT_LEVELS, parse_levels
 from jaxir.restorers import registered
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers, restore_and_score

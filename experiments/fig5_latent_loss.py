@@ -18,9 +18,9 @@ from jaxir.data.images import crop_to_multiple
 from jaxir.metrics.spectrum import radial_power_spectrum
 from jaxir.restorers import registered
 from jaxir.study.ceiling import roundtrip
+from jaxir.study.cells import score, to_8bit
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers
 from jaxir.study.plots import plt, save_figure
-from jaxir.study.runner import score, to_8bit
 from jaxir.study.sweep import judge
 
 HIGH_BAND = 0.5   # the upper half of the frequencies (k above half the Nyquist frequency)

@@ -19,10 +19,10 @@ from jaxir.degradations.resize import resize_torch
 from jaxir.pipelines.colorfix import COLOR_FIXES
 from jaxir.restorers import registered
 from jaxir.restorers.cldm_family import diffbir_pipeline
+from jaxir.study.cells import RESTORE_STREAM, cell_key, score, to_8bit
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers
 from jaxir.study.inputs import crop_border
 from jaxir.study.plots import plt, save_figure
-from jaxir.study.runner import RESTORE_STREAM, cell_key, score, to_8bit
 from jaxir.study.sweep import METRICS, judge
 
 MODELS, FULL_MODELS = ("jaxir_cldm",), ("diffbir_v2", "diffbir_v2.1", "jaxir_cldm")

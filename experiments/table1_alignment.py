@@ -18,9 +18,9 @@ import numpy as np
 from jaxir.degradations.levels import parse_levels
 from jaxir.metrics import alignment as A
 from jaxir.restorers import registered
+from jaxir.study.cells import RESTORE_STREAM, cell_key, score, to_8bit
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers
 from jaxir.study.inputs import crop_border
-from jaxir.study.runner import RESTORE_STREAM, cell_key, score, to_8bit
 from jaxir.study.sweep import judge, mean_by
 
 LQ = "LQ input"

@@ -18,8 +18,8 @@ from jaxir.metrics import lpips as lpips_metric
 from jaxir.pipelines.autoencoder import load_autoencoder
 from jaxir.restorers import registered
 from jaxir.study.ceiling import roundtrip
+from jaxir.study.cells import score, to_8bit
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers, restore_and_score
-from jaxir.study.runner import score, to_8bit
 from jaxir.study.sweep import judge, mean_by
 from jaxir.weights import checkpoint_path
 

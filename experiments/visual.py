@@ -16,10 +16,10 @@ from PIL import Image
 
 from jaxir.degradations.levels import parse_levels
 from jaxir.restorers import registered
+from jaxir.study.cells import RESTORE_STREAM, cell_key, score, to_8bit
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers
 from jaxir.study.inputs import crop_border
 from jaxir.study.plots import plt, save_figure
-from jaxir.study.runner import RESTORE_STREAM, cell_key, score, to_8bit
 
 BOX = (0.375, 0.375, 0.25)   # zoom box: top and left as fractions of the height and width, side of the shorter side
 

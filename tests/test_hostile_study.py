@@ -25,6 +25,7 @@ from jaxir.study import runner
 from jaxir.study.inputs import screen_images
 from jaxir.study.results import HEADER, ResultsWriter, scan_results
 from jaxir.study.runner import StudyConfig, image_path, run_study
+from jaxir.study.store import CellStore
 
 BLUR = Degradation(blur_sigma=2.0)   # label "blur σ=2": a two-byte character in every row of results.csv
 SIZE = 100
@@ -143,21 +144,21 @@ def test_restore_lists_unreadable_files_or_skips_them(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------- killed runs, images
 
 def test_kill_after_the_image_before_the_row_recomputes_that_cell(tmp_path, monkeypatch, counted):
-    write = ResultsWriter.write
+    put = CellStore.put
     seen = []
 
-    def killed_on_second_row(self, row):
-        seen.append(row["image"])
+    def killed_on_second_row(self, key, measure, config, result, replace=False):
+        seen.append(config["image"])
         if len(seen) == 2:
             raise KeyboardInterrupt
-        write(self, row)
+        return put(self, key, measure, config, result, replace)
 
-    monkeypatch.setattr(ResultsWriter, "write", killed_on_second_row)
+    monkeypatch.setattr(CellStore, "put", killed_on_second_row)
     with pytest.raises(KeyboardInterrupt):
         _study(tmp_path, save_images=True)
     assert image_path(tmp_path, BLUR.label, "bicubic", "b").is_file()   # written, but its row is not
     assert [r["image"] for r in scan_results(tmp_path / "results.csv")[0]] == ["a"]
-    monkeypatch.setattr(ResultsWriter, "write", write)
+    monkeypatch.setattr(CellStore, "put", put)
     counted.clear()
     rows = _study(tmp_path, save_images=True)
     assert len(counted) == 2 and sorted(r["image"] for r in rows) == ["a", "b", "c"]
@@ -213,7 +214,9 @@ def test_results_cut_at_every_byte_are_repaired_from_the_intact_rows(tmp_path, c
 
 
 @pytest.mark.parametrize("inside", [0, 1, 2])
-def test_results_cut_inside_sigma_resume_and_recompute_the_cut_cell(tmp_path, counted, inside):
+def test_results_cut_inside_sigma_are_written_again_without_recomputing(tmp_path, counted, capsys, inside):
+    """results.csv is the store's export: cut anywhere (here before, inside and after the two bytes of a σ), it is
+    written again whole from the store and no cell runs again."""
     _study(tmp_path)
     path = tmp_path / "results.csv"
     data = path.read_bytes()
@@ -221,21 +224,32 @@ def test_results_cut_inside_sigma_resume_and_recompute_the_cut_cell(tmp_path, co
     path.write_bytes(data[: sigma + inside])
     counted.clear()
     rows = _study(tmp_path)
-    assert len(counted) == 1 and sorted(r["image"] for r in rows) == ["a", "b", "c"]
-    text = path.read_text(encoding="utf-8")
-    assert text.count("blur σ=2") == 3 and text.startswith(HEADER + "\n") and text.endswith("\n")
+    assert counted == [] and sorted(r["image"] for r in rows) == ["a", "b", "c"]
+    assert path.read_bytes() == data
+    assert "written again from the cell store" in capsys.readouterr().err
 
 
-def test_results_header_cut_recomputes_into_a_readable_table(tmp_path, counted):
+def test_results_header_cut_or_file_deleted_is_written_again(tmp_path, counted):
     _study(tmp_path)
     path = tmp_path / "results.csv"
+    data = path.read_bytes()
     path.write_bytes(HEADER.encode()[:20])
     counted.clear()
     _study(tmp_path)
-    assert len(counted) == 3 and len(scan_results(path)[0]) == 3
-    counted.clear()
+    assert counted == [] and path.read_bytes() == data
+    path.unlink()
     _study(tmp_path)
-    assert counted == []   # the rows appended last time are read back
+    assert counted == [] and path.read_bytes() == data
+
+
+def test_damaged_cell_store_is_one_line_naming_it(tmp_path, capsys):
+    _study(tmp_path)
+    (tmp_path / "cells.sqlite").write_bytes(b"garbage" * 1000)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"cells.sqlite{suffix}").unlink(missing_ok=True)
+    with pytest.raises(JaxirInputError, match=r"cells\.sqlite: not a jaxir cell store") as info:
+        _study(tmp_path)
+    assert "\n" not in str(info.value)
 
 
 def test_foreign_results_file_is_refused_with_what_to_do(tmp_path, capsys):

@@ -19,7 +19,8 @@ from jaxir.metrics import niqe, psnr, ssim
 from jaxir.restorers import get
 from jaxir.restorers.base import Restorer, deterministic
 from jaxir.study.results import read_results
-from jaxir.study.runner import StudyConfig, evaluate_cell, run_study
+from jaxir.study.cells import evaluate_cell
+from jaxir.study.runner import StudyConfig, run_study
 
 pytestmark = pytest.mark.slow   # compiles whole models or runs training / pipelines
 

@@ -217,7 +217,7 @@ def test_shipped_checkpoints_beat_the_classical_baseline_on_retina(degradation):
     from jaxir.data import bundled_photos
     from jaxir.metrics import psnr
     from jaxir.restorers import get
-    from jaxir.study.runner import to_8bit
+    from jaxir.study.cells import to_8bit
 
     d = TASKS[degradation]
     hq = jnp.asarray(bundled_photos(["retina"])[0].image[:1408, :1408])[None]

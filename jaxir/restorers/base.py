@@ -92,6 +92,16 @@ class Restorer:
     def settings_json(self) -> dict:
         return settings_lib.to_json(self.settings)
 
+    def overrides(self) -> tuple[tuple[str, Any], ...]:
+        """The settings in which this restorer differs from the registered one of its name, as sorted pairs (every
+        setting when none of its kind is registered): what ``configure`` on the registered one would need."""
+        fields = [f.name for f in dataclasses.fields(self.settings)]
+        default = _REGISTRY.get(self.name)
+        if default is None or type(default.settings) is not type(self.settings):
+            return tuple(sorted((f, getattr(self.settings, f)) for f in fields))
+        return tuple(sorted((f, getattr(self.settings, f)) for f in fields
+                            if getattr(self.settings, f) != getattr(default.settings, f)))
+
     def handles(self, degradation: Degradation) -> bool:
         return degradation.task in self.tasks and (self.accepts is None or self.accepts(degradation))
 

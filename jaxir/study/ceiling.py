@@ -26,8 +26,8 @@ from jaxir.data.images import ImageRecord, crop_to_multiple
 from jaxir.errors import JaxirInputError
 from jaxir.models.vae import AutoencoderKL
 from jaxir.pipelines.autoencoder import load_autoencoder, reconstruct
+from jaxir.study.cells import score, to_8bit
 from jaxir.study.results import ResultsWriter, cell_key, read_results
-from jaxir.study.runner import score, to_8bit
 from jaxir.tiling import tiled_apply
 
 LEVEL = "VAE round trip"

@@ -13,7 +13,7 @@ written as PNGs under ``root/images/KEY/`` before the cell's row, and the row ho
 A cell is ``(model, settings, degradation level, image, seed, point)``; ``point`` holds whatever else locates it in
 the analysis (e.g. the step count of a sweep's x axis when it is not a restorer setting). Its key is the SHA-256 of
 that configuration with the experiment's name and the image's pixel digest, so a changed image, setting or seed is
-a new cell. Restoration cells use the study's keys (:func:`jaxir.study.runner.cell_key`): the same seed, level and
+a new cell. Restoration cells use the study's keys (:func:`jaxir.study.cells.cell_key`): the same seed, level and
 image give the same degradation noise and the same diffusion noise in every experiment and in ``jaxir study``.
 """
 
@@ -33,13 +33,13 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxir import atomic, parallel
-from jaxir.cost import Meter
+from jaxir.cost import Meter, Totals
 from jaxir.data.images import ImageRecord, crop_to_multiple, save_image
 from jaxir.degradations.pipeline import Degradation
 from jaxir.errors import JaxirInputError
 from jaxir.restorers import registered
+from jaxir.study.cells import RESTORE_STREAM, cell_key, evaluate_cell, score, to_8bit
 from jaxir.study.inputs import crop_border
-from jaxir.study.runner import RESTORE_STREAM, cell_key, evaluate_cell, score, to_8bit
 from jaxir.study.store import STORE_FILE, CellStore, export_csv
 
 CROP_MULTIPLE = 4   # the study's: lcm of its scales (×2, ×4), so every level degrades the same ground truth
@@ -153,14 +153,14 @@ class ExperimentRun:
     report: Path
 
 
-def ground_truth(record: ImageRecord, level: Degradation | None) -> np.ndarray:
-    """The clean image a cell scores against: cropped (bottom/right) to a multiple of the study's scales."""
-    multiple = math.lcm(CROP_MULTIPLE, int(round(level.scale))) if level else CROP_MULTIPLE
-    return crop_to_multiple(record.image, multiple)
+def ground_truth(record: ImageRecord, level: Degradation | None, multiple: int = CROP_MULTIPLE) -> np.ndarray:
+    """The clean image a cell scores against: cropped (bottom/right) to a multiple of ``multiple`` (the study's
+    scales) and of the level's scale."""
+    return crop_to_multiple(record.image, math.lcm(multiple, int(round(level.scale))) if level else multiple)
 
 
 def restore_and_score(cell: Cell, gt: np.ndarray) -> dict:
-    """A restoration cell as the study computes it (:func:`jaxir.study.runner.evaluate_cell`): the registered
+    """A restoration cell as the study computes it (:func:`jaxir.study.cells.evaluate_cell`): the registered
     restorer ``cell.model`` with ``cell.settings``, the study's cell key, 8-bit output, Y-PSNR/SSIM and NIQE;
     ``seconds`` net of compilation and loading."""
     restorer = registered()[cell.model].configure(**dict(cell.settings))
@@ -229,63 +229,108 @@ def work_groups(todo: Sequence[tuple[str, Cell]], gts: dict, batch: int) -> list
     return [members[i:i + batch] for members in groups.values() for i in range(0, len(members), batch)]
 
 
-def save_images(root: Path, key: str, result: dict) -> dict:
-    """A result's ``images`` ({name: HWC array in [0, 1]}) written as 8-bit PNGs under ``root/images/KEY/``
-    (atomically, before the cell's row), replaced by their paths relative to ``root``."""
+def default_image_path(cell: Cell, key: str, name: str) -> Path:
+    """Where a cell's image ``name`` goes, relative to the store's folder: ``images/KEY/NAME.png``."""
+    return Path(IMAGES_DIR) / key / f"{name}.png"
+
+
+def save_images(root: Path, result: dict, paths: Callable[[str], Path]) -> dict:
+    """A result's ``images`` ({name: HWC array in [0, 1]}) written as 8-bit PNGs at ``root / paths(name)``
+    (atomically, before the cell's row), replaced by those paths (relative to ``root``, POSIX)."""
     images = result.pop("images", None)
     if not images:
         return result
-    paths = {}
+    written = {}
     for name, image in images.items():
-        path = Path(IMAGES_DIR) / key / f"{name}.png"
-        save_image(root / path, np.asarray(image))
-        paths[name] = path.as_posix()
-    return {**result, "images": paths}
+        save_image(root / paths(name), np.asarray(image))
+        written[name] = paths(name).as_posix()
+    return {**result, "images": written}
+
+
+@dataclasses.dataclass
+class CellsRun:
+    """What :func:`compute_cells` did: the rows of every planned cell that is finished (stored earlier or now), in
+    plan order; how many it computed; per model the compilations and checkpoint loads its new cells triggered;
+    the run's totals and wall time."""
+
+    rows: list[dict]
+    computed: int
+    costs: dict[str, Totals]
+    totals: Totals
+    wall: float
+
+
+def _has_images(root: Path, row: dict) -> bool:
+    return all((root / path).is_file() for path in row.get("images", {}).values())
+
+
+def compute_cells(cells: Sequence[Cell], evaluate: Callable[[Cell, np.ndarray], dict],
+                  images: Sequence[ImageRecord], root: Path, *, batch: int = 1, progress: bool = True,
+                  desc: str = "cells", crop_multiple: int = CROP_MULTIPLE,
+                  image_path: Callable[[Cell, str, str], Path] = default_image_path,
+                  after_cell: Callable[[list[dict]], None] | None = None) -> CellsRun:
+    """The runner every experiment and ``jaxir study`` share: compute the cells of ``cells`` that the store at
+    ``root/cells.sqlite`` does not hold (a stored cell whose image files are gone counts as not done, and is
+    replaced), in plan order, ``batch`` restoration cells at a time (:func:`work_groups`); ``after_cell`` gets the
+    rows finished so far (plan order) after each stored group, e.g. to export a table that is always current."""
+    records = {r.name: r for r in images}
+    gts, digests, keys = {}, {}, []
+    for cell in cells:
+        if (cell.image, cell.level) not in gts:
+            gt = ground_truth(records[cell.image], cell.level, crop_multiple)
+            gts[cell.image, cell.level], digests[cell.image, cell.level] = gt, image_digest(gt)
+        keys.append(cell.key(digests[cell.image, cell.level]))
+    mesh = parallel.data_mesh() if batch > 1 and jax.device_count() > 1 else None
+    costs: dict[str, Totals] = {}
+    config = [cell.config(digests[cell.image, cell.level]) for cell in cells]
+    with CellStore(root / STORE_FILE) as store, Meter() as meter:
+        stored = {row["key"]: row for row in store.rows(keys)}
+        done = {k for k, row in stored.items() if _has_images(root, row)}
+        finished = {key: {**stored[key], **columns} for key, columns in zip(keys, config) if key in done}
+        todo = list({key: cell for cell, key in zip(cells, keys) if key not in done}.items())
+        bar = tqdm(total=len(todo), desc=desc, unit="cell", disable=not progress)
+        for group in work_groups(todo, gts, batch):
+            group_cells = [cell for _, cell in group]
+            with Meter() as cost:
+                if len(group) == 1:
+                    results = [evaluate(group_cells[0], gts[group_cells[0].image, group_cells[0].level])]
+                else:
+                    results = restore_and_score_batch(group_cells, [gts[c.image, c.level] for c in group_cells],
+                                                      batch, mesh)
+                for (key, cell), result in zip(group, results):
+                    result = save_images(root, result, lambda name, c=cell, k=key: image_path(c, k, name))
+                    columns = cell.config(digests[cell.image, cell.level])
+                    store.put(key, cell.measure, columns, result, replace=key in stored)
+                    finished[key] = {"key": key, **columns, **result}
+            model = group_cells[0].model
+            costs[model] = costs.get(model, Totals()).plus(cost.cost)
+            bar.update(len(group))
+            if after_cell:
+                after_cell([finished[k] for k in dict.fromkeys(keys) if k in finished])
+        bar.close()
+    # a cell shared with another experiment carries that one's overrides and point: this plan's are used
+    rows = [{**finished[key], **columns} for key, columns in zip(keys, config) if key in finished]
+    return CellsRun(rows, len(todo), costs, meter.cost, meter.wall)
 
 
 def run_experiment(experiment: Experiment, options: Options, root: Path, progress: bool = True) -> ExperimentRun:
-    """Compute the missing cells of ``experiment`` into the store under ``root`` and write its folder
-    ``root/NAME`` (results.csv, plots, summary.json, report.md)."""
+    """Compute the missing cells of ``experiment`` into the store under ``root`` (:func:`compute_cells`) and write
+    its folder ``root/NAME`` (results.csv, plots, summary.json, report.md)."""
     plan = experiment.plan(options)
-    records = {r.name: r for r in options.images}
-    gts, digests, keys = {}, {}, []
-    for cell in plan.cells:
-        if (cell.image, cell.level) not in gts:
-            gt = ground_truth(records[cell.image], cell.level)
-            gts[cell.image, cell.level], digests[cell.image, cell.level] = gt, image_digest(gt)
-        keys.append(cell.key(digests[cell.image, cell.level]))
     out = root / experiment.name
     out.mkdir(parents=True, exist_ok=True)
-    mesh = parallel.data_mesh() if options.batch > 1 and jax.device_count() > 1 else None
-    with CellStore(root / STORE_FILE) as store, Meter() as meter:
-        done = store.finished(keys)
-        todo = list({key: cell for cell, key in zip(plan.cells, keys) if key not in done}.items())
-        bar = tqdm(total=len(todo), desc=experiment.name, unit="cell", disable=not progress)
-        for group in work_groups(todo, gts, options.batch):
-            cells = [cell for _, cell in group]
-            if len(group) == 1:
-                results = [experiment.evaluate(cells[0], gts[cells[0].image, cells[0].level])]
-            else:
-                results = restore_and_score_batch(cells, [gts[c.image, c.level] for c in cells], options.batch,
-                                                  mesh)
-            for (key, cell), result in zip(group, results):
-                store.put(key, cell.measure, cell.config(digests[cell.image, cell.level]), save_images(root, key,
-                                                                                                       result))
-            bar.update(len(group))
-        bar.close()
-        stored = {row["key"]: row for row in store.rows(keys)}
-    # a cell shared with another experiment carries that one's overrides and point: use this plan's
-    rows = [{**stored[key], **cell.config(digests[cell.image, cell.level])}
-            for cell, key in zip(plan.cells, keys) if key in stored]
+    done = compute_cells(plan.cells, experiment.evaluate, options.images, root, batch=options.batch,
+                         progress=progress, desc=experiment.name)
+    rows = done.rows
     export_csv(rows, out / RESULTS_FILE)
     reasons = "; ".join(dict.fromkeys(plan.unavailable.values())) or "no cell to compute"
     summary = experiment.summarize(rows, out) if rows else Summary("", (), "cannot be tested",
                                                                       f"nothing could run: {reasons}")
-    run = ExperimentRun(experiment, rows, len(todo), meter.cost.compilations, meter.cost.compile_seconds, meter.wall,
-                        summary, out / REPORT_FILE)
+    run = ExperimentRun(experiment, rows, done.computed, done.totals.compilations, done.totals.compile_seconds,
+                        done.wall, summary, out / REPORT_FILE)
     atomic.write_json(out / SUMMARY_FILE, {
         "name": experiment.name, "title": experiment.title, "claim": experiment.claim, "verdict": summary.verdict,
-        "evidence": summary.evidence, "plots": list(summary.plots), "cells": len(rows), "computed": len(todo),
+        "evidence": summary.evidence, "plots": list(summary.plots), "cells": len(rows), "computed": done.computed,
         "compilations": run.compilations, "compile_seconds": round(run.compile_seconds, 2),
         "wall_seconds": round(run.wall_seconds, 2), "unavailable": plan.unavailable, "notes": list(plan.notes)})
     atomic.write_text(out / REPORT_FILE, experiment_report(run, plan))

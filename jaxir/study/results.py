@@ -86,6 +86,13 @@ def _format(value) -> str:
     return f"{value:.6f}" if isinstance(value, float) and math.isfinite(value) else str(value)
 
 
+def write_results(path: Path, rows: list[dict]) -> None:
+    """The whole table of ``rows`` (one per cell, a later one replacing an earlier one of the same cell), written
+    atomically."""
+    lines = {cell_key(row): ResultsWriter.line(row) for row in rows}
+    atomic.write_text(path, HEADER + "\n" + "".join(lines.values()))
+
+
 class ResultsWriter:
     """Adds rows to the CSV, rewriting it atomically after each one. Opening it repairs a damaged table: the
     intact rows are written back (and the repair is reported on stderr), so damage never accumulates."""
@@ -93,14 +100,15 @@ class ResultsWriter:
     def __init__(self, path: Path):
         self.path = path
         rows, damaged = scan_results(path)
-        self._lines = {cell_key(row): self._line(row) for row in rows}
+        self._lines = {cell_key(row): self.line(row) for row in rows}
         if damaged:
             self._flush()
             print(f"jaxir: {path}: dropped {damaged} damaged line(s), kept {len(rows)} intact row(s); the dropped "
                   "cells run again", file=sys.stderr)
 
     @staticmethod
-    def _line(row: dict) -> str:
+    def line(row: dict) -> str:
+        """One row as its CSV line."""
         buffer = io.StringIO()
         csv.writer(buffer, lineterminator="\n").writerow([_format(row[c]) for c in COLUMNS])
         return buffer.getvalue()
@@ -110,7 +118,7 @@ class ResultsWriter:
 
     def write(self, row: dict) -> None:
         """Add (or, for a cell run again, replace) the row of one finished cell."""
-        self._lines[cell_key(row)] = self._line(row)
+        self._lines[cell_key(row)] = self.line(row)
         self._flush()
 
     def close(self) -> None:

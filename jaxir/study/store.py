@@ -63,12 +63,14 @@ class CellStore:
             found.update(k for (k,) in self._db.execute(query, chunk))
         return found
 
-    def put(self, key: str, measure: str, config: dict, result: dict) -> bool:
-        """Record a finished cell in one transaction; False (and nothing written) when ``key`` is already there."""
+    def put(self, key: str, measure: str, config: dict, result: dict, replace: bool = False) -> bool:
+        """Record a finished cell in one transaction; False (and nothing written) when ``key`` is already there,
+        unless ``replace`` (a cell recomputed because its stored images were lost)."""
         row = (key, measure, json.dumps(config, sort_keys=True), json.dumps(result, sort_keys=True), time.time())
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            cursor = self._db.execute("INSERT OR IGNORE INTO cells VALUES (?, ?, ?, ?, ?)", row)
+            cursor = self._db.execute(f"{verb} INTO cells VALUES (?, ?, ?, ?, ?)", row)
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
