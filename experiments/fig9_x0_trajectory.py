@@ -9,6 +9,7 @@ restoration cell's own: same key, same result.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -42,10 +43,17 @@ def plan(options: Options) -> Plan:
                                      "default sampling, keyed as its restoration cell",))
 
 
+@functools.lru_cache(maxsize=1)
+def _pipeline(model: str):
+    """The restorer's pipeline, built once per model (its prompt encodings and schedule tables with it)."""
+    restorer = registered()[model]
+    return restorer.build(restorer.settings)
+
+
 def evaluate(cell: Cell, gt: np.ndarray) -> dict:
     """Per step: PSNR, SSIM, NIQE of the decoded x0 prediction; and the final output's (``final_*``)."""
     restorer = registered()[cell.model]
-    pipeline = restorer.build(restorer.settings)
+    pipeline = _pipeline(cell.model)
     key = cell_key(cell.seed, cell.level, cell.image)
     lq = cell.level(gt[None], key)
     restore_key, ids = jax.random.fold_in(key, RESTORE_STREAM), np.array([0])

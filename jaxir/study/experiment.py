@@ -20,6 +20,7 @@ image give the same degradation noise and the same diffusion noise in every expe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -55,13 +56,17 @@ def image_digest(image: np.ndarray) -> str:
     return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()[:16]
 
 
-def effective_settings(model: str, overrides: dict) -> dict:
-    """The whole settings of restorer ``model`` with ``overrides`` applied (as JSON); ``overrides`` themselves for
-    a model that is not a registered restorer."""
+def effective_settings(model: str, overrides: tuple[tuple[str, Any], ...]) -> str:
+    """The whole settings of restorer ``model`` with ``overrides`` applied, as sorted JSON; the overrides
+    themselves for a model that is not a registered restorer. Cached: every cell of a sweep asks."""
+    return _effective_settings(model, tuple(overrides), tuple(registered()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _effective_settings(model: str, overrides: tuple, registry: tuple) -> str:
     restorers = registered()
-    if model not in restorers:
-        return dict(overrides)
-    return restorers[model].configure(**overrides).settings_json()
+    settings = restorers[model].configure(**dict(overrides)).settings_json() if model in restorers else dict(overrides)
+    return json.dumps(settings, sort_keys=True, default=str)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +88,7 @@ class Cell:
         so cells that two experiments reach by different overrides are one cell."""
         return {"measure": self.measure, "model": self.model, "image": self.image, "image_digest": digest,
                 "level": self.level.to_dict() if self.level else None, "seed": self.seed,
-                "settings": effective_settings(self.model, dict(self.settings))}
+                "settings": effective_settings(self.model, self.settings)}
 
     def config(self, digest: str) -> dict:
         """The columns a result row carries: the identity's short form, the overrides and the point."""
@@ -221,7 +226,7 @@ def work_groups(todo: Sequence[tuple[str, Cell]], gts: dict, batch: int) -> list
     groups: dict[tuple, list] = {}
     for key, cell in todo:
         if cell.measure == "restore":
-            settings = json.dumps(effective_settings(cell.model, dict(cell.settings)), sort_keys=True, default=str)
+            settings = effective_settings(cell.model, cell.settings)
             group = ("restore", cell.model, settings, cell.level, gts[cell.image, cell.level].shape)
         else:
             group = ("alone", key)
@@ -286,7 +291,8 @@ def compute_cells(cells: Sequence[Cell], evaluate: Callable[[Cell, np.ndarray], 
     with CellStore(root / STORE_FILE) as store, Meter() as meter:
         stored = {row["key"]: row for row in store.rows(keys)}
         done = {k for k, row in stored.items() if _has_images(root, row)}
-        finished = {key: {**stored[key], **columns} for key, columns in zip(keys, config) if key in done}
+        columns_of = dict(zip(keys, config))
+        finished = {key: {**stored[key], **columns} for key, columns in columns_of.items() if key in done}
         todo = list({key: cell for cell, key in zip(cells, keys) if key not in done}.items())
         bar = tqdm(total=len(todo), desc=desc, unit="cell", disable=not progress)
         for group in work_groups(todo, gts, batch):
@@ -299,7 +305,7 @@ def compute_cells(cells: Sequence[Cell], evaluate: Callable[[Cell, np.ndarray], 
                                                       batch, mesh)
                 for (key, cell), result in zip(group, results):
                     result = save_images(root, result, lambda name, c=cell, k=key: image_path(c, k, name))
-                    columns = cell.config(digests[cell.image, cell.level])
+                    columns = columns_of[key]
                     store.put(key, cell.measure, columns, result, replace=key in stored)
                     finished[key] = {"key": key, **columns, **result}
             model = group_cells[0].model
