@@ -56,6 +56,7 @@ class UNetConfig:
     use_linear_in_transformer: bool = True
     adm_in_channels: int | None = None
     legacy: bool = False
+    norm_groups: int = 32   # GroupNorm groups (LDM's GroupNorm32; diffusers' ``norm_num_groups``)
 
     def __post_init__(self):
         levels = len(self.channel_mult)
@@ -147,7 +148,7 @@ class UNetConfig:
             heads, head_dim = channels // self.num_head_channels, self.num_head_channels
         if self.legacy:
             head_dim = channels // heads
-        return Attn(heads, head_dim, depth)
+        return Attn(heads, head_dim, depth, self.norm_groups)
 
 
 # ---- the block structure as data -------------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class ConvIn:
 class Res:
     in_channels: int
     out_channels: int
+    norm_groups: int = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +170,7 @@ class Attn:
     heads: int
     head_dim: int
     depth: int
+    norm_groups: int = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +194,7 @@ def encoder_layout(config: UNetConfig) -> tuple[tuple[Block, ...], tuple[int, ..
     last = len(config.channel_mult) - 1
     for level, mult in enumerate(config.channel_mult):
         for _ in range(config.res_blocks_per_level[level]):
-            layers = (Res(ch, mult * mc),)
+            layers = (Res(ch, mult * mc, config.norm_groups),)
             ch = mult * mc
             if ds in config.attention_resolutions:
                 layers += (config.attention(ch, config.depth_per_level[level]),)
@@ -206,7 +209,8 @@ def encoder_layout(config: UNetConfig) -> tuple[tuple[Block, ...], tuple[int, ..
 
 def middle_layout(config: UNetConfig) -> Block:
     ch = config.model_channels * config.channel_mult[-1]
-    return Res(ch, ch), config.attention(ch, config.depth_per_level[-1]), Res(ch, ch)
+    return (Res(ch, ch, config.norm_groups), config.attention(ch, config.depth_per_level[-1]),
+            Res(ch, ch, config.norm_groups))
 
 
 def decoder_layout(config: UNetConfig) -> tuple[Block, ...]:
@@ -221,7 +225,7 @@ def decoder_layout(config: UNetConfig) -> tuple[Block, ...]:
         n = config.res_blocks_per_level[level]
         for i in range(n + 1):
             out = mc * config.channel_mult[level]
-            layers = (Res(ch + skips.pop(), out),)
+            layers = (Res(ch + skips.pop(), out, config.norm_groups),)
             ch = out
             if ds in config.attention_resolutions:
                 layers += (config.attention(ch, config.depth_per_level[level]),)
@@ -245,9 +249,10 @@ class ResBlock(nn.Module):
     def __call__(self, x, emb):
         assert x.shape[-1] == self.spec.in_channels, (x.shape, self.spec)
         out = self.spec.out_channels
-        h = conv(out, name="in_layers_2")(nn.silu(group_norm(name="in_layers_0")(x)))
+        groups = self.spec.norm_groups
+        h = conv(out, name="in_layers_2")(nn.silu(group_norm(num_groups=groups, name="in_layers_0")(x)))
         h = h + nn.Dense(out, name="emb_layers_1")(nn.silu(emb))[:, None, None, :]
-        h = conv(out, name="out_layers_3")(nn.silu(group_norm(name="out_layers_0")(h)))
+        h = conv(out, name="out_layers_3")(nn.silu(group_norm(num_groups=groups, name="out_layers_0")(h)))
         skip = x if out == self.spec.in_channels else nn.Dense(out, name="skip_connection")(x)
         return skip + h
 
@@ -306,7 +311,7 @@ class BasicTransformerBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    """``attention.SpatialTransformer``: GroupNorm(32, eps 1e-6), ``proj_in`` (Linear or 1×1 conv — the same map
+    """``attention.SpatialTransformer``: GroupNorm(``norm_groups``, eps 1e-6), ``proj_in`` (Linear or 1×1 conv — the same map
     over channels), ``depth`` transformer blocks on the H·W tokens, ``proj_out``, plus the input."""
 
     spec: Attn
@@ -315,7 +320,8 @@ class SpatialTransformer(nn.Module):
     def __call__(self, x, context):
         b, hgt, wid, c = x.shape
         inner = self.spec.heads * self.spec.head_dim
-        h = nn.Dense(inner, name="proj_in")(group_norm(1e-6, name="norm")(x).reshape(b, hgt * wid, c))
+        normed = group_norm(1e-6, self.spec.norm_groups, name="norm")(x)
+        h = nn.Dense(inner, name="proj_in")(normed.reshape(b, hgt * wid, c))
         for k in range(self.spec.depth):
             h = BasicTransformerBlock(self.spec.heads, self.spec.head_dim, name=f"transformer_blocks_{k}")(h, context)
         return x + nn.Dense(c, name="proj_out")(h).reshape(b, hgt, wid, c)
@@ -433,7 +439,7 @@ class UNetModel(nn.Module):
             if control is not None and not only_mid_control:
                 skip = skip + control.pop()
             h = run_block(block, f"output_blocks_{i}", jnp.concatenate([h, skip], axis=-1), emb, context)
-        h = nn.silu(group_norm(name="out_0")(h))
+        h = nn.silu(group_norm(num_groups=config.norm_groups, name="out_0")(h))
         return conv(config.out_channels, name="out_2")(h)
 
 
