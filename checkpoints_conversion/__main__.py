@@ -12,6 +12,10 @@
   scunet      IN [--preset scunet_color]                                SCUNet (scunet_color_real_psnr.pth)
   lpips       --net alex|vgg|squeeze --backbone TV.pth [--linear LIN.pth]   LPIPS v0.1 (torchvision + lpips heads)
   swinir      IN --preset classical_x2|classical_x4|realsr_m_x4|realsr_l_x4|diffbir_v1   SwinIR (releases, DiffBIR)
+  hypir       --base SD21 --weights HYPIR_sd2.pth         HYPIR (SD 2.1 + UNet LoRA), one step at t = 200
+  osediff     --base SD21 --weights osediff.pkl           OSEDiff (UNet + VAE-encoder LoRA, conv_in), t = 999
+  pisa_sr     --base SD21 --weights pisa_sr.pkl           PiSA-SR (pixel + semantic UNet LoRAs), t = 1
+              (SD21: a diffusers folder like stabilityai/stable-diffusion-2-1-base, or v2-1_512-ema-pruned.ckpt)
 
 Every source tensor must be used or ignored on purpose and every parameter filled; otherwise the conversion
 stops with one line naming the keys and shapes. The output holds config.json, the orbax params and
@@ -146,6 +150,13 @@ def _swinir(args):
     return "swinir", config, params, {"swinir": args.input}
 
 
+def _onestep(args):
+    from checkpoints_conversion.onestep import convert
+
+    config, params, sources, notes = convert(args.kind, args.base, args.weights)
+    return "onestep", config, params, sources, notes
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m checkpoints_conversion", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", required=True, choices=("classical_x2", "classical_x4", "realsr_m_x4", "realsr_l_x4",
                                                        "diffbir_v1"))
     p.set_defaults(func=_swinir)
+    for name, release in (("hypir", "HYPIR_sd2.pth"), ("osediff", "osediff.pkl"), ("pisa_sr", "pisa_sr.pkl")):
+        p = sub.add_parser(name, help=f"{name}: one-step restorer ({release} on SD 2.1)")
+        p.add_argument("--base", required=True, help="SD 2.1-base: a diffusers folder (unet/, vae/, scheduler/, "
+                       "optionally text_encoder/) or the LDM checkpoint v2-1_512-ema-pruned.ckpt")
+        p.add_argument("--weights", required=True, help=f"the release file ({release})")
+        p.set_defaults(func=_onestep)
     for p in sub.choices.values():
         p.add_argument("--out", required=True, help="new jaxir checkpoint directory")
         p.add_argument("--bf16", action="store_true", help="store parameters in bfloat16 (loaded as float32)")
@@ -212,13 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # a single-input converter's errors name its file; the two-file ones name the file themselves
         with naming(args.input) if hasattr(args, "input") else contextlib.nullcontext():
-            kind, config, params, sources = args.func(args)
+            kind, config, params, sources, *notes = args.func(args)
         import jax.numpy as jnp
 
         out = checkpoints.save(args.out, kind, config, params, converter=f"checkpoints_conversion {args.kind}",
                                sources={k: {"path": str(Path(v).resolve()), "sha256": sha256(v)}
                                         for k, v in sources.items()},
-                               notes={"converter_version": CONVERTER_VERSION},
+                               notes={"converter_version": CONVERTER_VERSION, **(notes[0] if notes else {})},
                                dtype=jnp.bfloat16 if args.bf16 else None)
     except JaxirInputError as err:
         print(f"checkpoints_conversion: error: {err}", file=sys.stderr)

@@ -49,8 +49,10 @@ def _summarise(keys: Iterable[str], limit: int = 6) -> str:
 
 
 def apply_rules(source: Mapping[str, np.ndarray], rules: Iterable[Rule], target_shapes,
-                ignore: Iterable[str] = (), what: str = "checkpoint") -> dict:
-    """Fill the parameter tree shaped like ``target_shapes`` from ``source`` (see module docstring)."""
+                ignore: Iterable[str] = (), what: str = "checkpoint", partial: bool = False) -> dict:
+    """Fill the parameter tree shaped like ``target_shapes`` from ``source`` (see module docstring). ``partial``:
+    the source covers a subset of the parameters (a LoRA's deltas): only the filled ones are returned, every other
+    check stays."""
     rules = [(re.compile(r.source), r) for r in rules]
     ignore = [re.compile(p) for p in ignore]
     flat_target = {"/".join(k): v for k, v in traverse_util.flatten_dict(target_shapes).items()}
@@ -86,7 +88,7 @@ def apply_rules(source: Mapping[str, np.ndarray], rules: Iterable[Rule], target_
         problems.append(f"shape mismatch: {_summarise(mismatched)}")
     if unused:
         problems.append(f"unused source tensors: {_summarise(unused)}")
-    missing = set(flat_target) - set(filled)
+    missing = set() if partial else set(flat_target) - set(filled)
     if missing:
         problems.append(f"parameters not filled: {_summarise(f'{m} {tuple(flat_target[m].shape)}' for m in missing)}")
     if twice:

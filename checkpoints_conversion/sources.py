@@ -88,3 +88,26 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}"
                               + (f": {first_line})" if first_line else ")")) from None
     return {k: _to_numpy(v) for k, v in _unwrap(obj, path).items()}
+
+
+def _nested_numpy(value):
+    if isinstance(value, dict):
+        return {k: _nested_numpy(v) for k, v in value.items()}
+    return _to_numpy(value) if hasattr(value, "shape") else value
+
+
+def read_torch_dict(path: str | os.PathLike) -> dict:
+    """A ``torch.save``d dict as it is (nested dicts, lists, numbers; tensors as NumPy), for release formats that
+    are not a flat state dict (OSEDiff's and PiSA-SR's ``.pkl``). Loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConversionError(f"{path}: no such file")
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - corrupt, truncated or not a torch file
+        raise ConversionError(f"{path}: not a readable PyTorch file ({type(err).__name__})") from None
+    if not isinstance(obj, dict):
+        raise ConversionError(f"{path}: holds a {type(obj).__name__}, not a dict")
+    return _nested_numpy(obj)

@@ -20,6 +20,12 @@ def _tupled(value):
 _PLAIN_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
 
 
+def _dataclass_of_optional(hint):
+    """``X`` for a field typed ``X | None`` where X is a dataclass (an optional nested config); else ``hint``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 and dataclasses.is_dataclass(args[0]) else hint
+
+
 def config_from_dict(cls, data: dict):
     """Rebuild ``cls`` from :func:`config_to_dict` output; unknown fields and a value of the wrong type in a
     field of a plain type (int, float, bool, str) are a ``ValueError`` naming the field: a damaged or edited
@@ -31,7 +37,7 @@ def config_from_dict(cls, data: dict):
         raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
     kwargs = {}
     for name, value in data.items():
-        hint = hints.get(name)
+        hint = _dataclass_of_optional(hints.get(name))
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             kwargs[name] = config_from_dict(hint, value)
         else:

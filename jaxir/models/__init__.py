@@ -13,6 +13,7 @@ from jaxir.models import rrdbnet, scunet
 from jaxir.models import swinir
 from jaxir.models import supir
 from jaxir.models import restorer_cnn
+from jaxir.models import onestep
 
 register_kind(ModelKind("vae", vae.VAEConfig, vae.AutoencoderKL, vae.param_shapes))
 register_kind(ModelKind("unet", unet.UNetConfig, unet.UNetModel, unet.param_shapes))
@@ -29,3 +30,4 @@ register_kind(ModelKind("swinir", swinir.SwinIRConfig, swinir.SwinIR, swinir.par
 register_kind(ModelKind("supir", supir.SUPIRConfig, supir.SUPIR, supir.param_shapes))
 register_kind(ModelKind("residual_cnn", restorer_cnn.ResidualCNNConfig, restorer_cnn.ResidualCNN,
                          restorer_cnn.param_shapes))
+register_kind(ModelKind("onestep", onestep.OneStepConfig, onestep.OneStepModel, onestep.param_shapes))
