@@ -48,35 +48,44 @@ def blend_weights(height: int, width: int, kind: str = "gaussian") -> np.ndarray
     return np.outer(profile(height), profile(width)).astype(np.float32)
 
 
-def blend_tiles(fn: Callable[[jax.Array], jax.Array], x: jax.Array, rows, cols, tile: tuple[int, int],
-                weight: np.ndarray, scale: float = 1, scan: bool = False) -> jax.Array:
+def blend_tiles(fn: Callable[..., jax.Array], x: jax.Array, rows, cols, tile: tuple[int, int],
+                weight: np.ndarray, scale: float = 1, scan: bool = False, per_tile: jax.Array | None = None
+                ) -> jax.Array:
     """``fn`` on the ``tile`` = (th, tw) windows of NHWC ``x`` at every (row, column) start, each output tile
     (``weight.shape``, the window × ``scale``) multiplied by ``weight`` and added in place, the sum divided by the
     summed weights. ``scan``: one window at a time in a ``lax.scan`` (inside a jit: one ``fn`` in the program), else
-    a Python loop (eagerly: a jitted ``fn`` compiles once per tile shape)."""
+    a Python loop (eagerly: a jitted ``fn`` compiles once per tile shape). ``per_tile``: an array with one entry per
+    window (rows outer, columns inner) passed to ``fn`` as its second argument (e.g. the posterior noise of each
+    encoder tile)."""
     b, height, width, channels = x.shape
     th, tw = tile
     out_th, out_tw = weight.shape
     corners = np.array([(r, c, round(r * scale), round(c * scale)) for r in rows for c in cols], np.int32)
-    out = jax.eval_shape(fn, jax.ShapeDtypeStruct((b, th, tw, channels), x.dtype))
+    n = len(corners)
+    if per_tile is not None and per_tile.shape[0] != n:
+        raise JaxirInputError(f"per_tile holds {per_tile.shape[0]} entries for {n} tiles")
+    extras = jnp.zeros((n,)) if per_tile is None else per_tile
+    call = fn if per_tile is not None else (lambda window, _: fn(window))
+    out = jax.eval_shape(call, jax.ShapeDtypeStruct((b, th, tw, channels), x.dtype), extras[0])
     out_shape = (b, round(height * scale), round(width * scale), out.shape[-1])
     total_weight = np.zeros(out_shape[1:3])
     for _, _, r, c in corners:
         total_weight[r:r + out_th, c:c + out_tw] += weight
     w = jnp.asarray(weight, out.dtype)[None, :, :, None]
 
-    def add_tile(total, corner):
-        y = fn(jax.lax.dynamic_slice(x, (0, corner[0], corner[1], 0), (b, th, tw, channels)))
+    def add_tile(total, item):
+        corner, extra = item
+        y = call(jax.lax.dynamic_slice(x, (0, corner[0], corner[1], 0), (b, th, tw, channels)), extra)
         start = (0, corner[2], corner[3], 0)
         here = jax.lax.dynamic_slice(total, start, y.shape)
         return jax.lax.dynamic_update_slice(total, here + y * w, start), None
 
     total = jnp.zeros(out_shape, out.dtype)
     if scan:
-        total, _ = jax.lax.scan(add_tile, total, jnp.asarray(corners))
+        total, _ = jax.lax.scan(add_tile, total, (jnp.asarray(corners), extras))
     else:
-        for corner in corners.tolist():
-            total, _ = add_tile(total, corner)
+        for i, corner in enumerate(corners.tolist()):
+            total, _ = add_tile(total, (corner, extras[i]))
     return total / jnp.asarray(total_weight, out.dtype)[None, :, :, None]
 
 
@@ -96,15 +105,16 @@ def tiled_apply(fn: Callable[[jax.Array], jax.Array], x: jax.Array, tile: int, o
     return blend_tiles(fn, x, rows, cols, (th, tw), weight, scale)
 
 
-def supir_tile_weights(height: int, width: int) -> np.ndarray:
+def supir_tile_weights(height: int, width: int, centred_rows: bool = False) -> np.ndarray:
     """sgm ``gaussian_weights`` of a (height, width) tile: ``exp(−(i − m)²/(2·0.01·n²))`` per axis with the column
-    centre at ``(width − 1)/2`` and, as SUPIR writes it, the row centre at ``height/2``."""
+    centre at ``(width − 1)/2`` and, as SUPIR writes it, the row centre at ``height/2`` (the same in HYPIR's
+    ``make_tiled_fn`` and OSEDiff's latent tiler); ``centred_rows`` puts it at ``(height − 1)/2`` (PiSA-SR)."""
 
     def profile(n, mid):
         i = np.arange(n)
         return np.exp(-(i - mid) ** 2 / (n * n) / (2 * SUPIR_TILE_VAR)) / np.sqrt(2 * np.pi * SUPIR_TILE_VAR)
 
-    return np.outer(profile(height, height / 2), profile(width, (width - 1) / 2))
+    return np.outer(profile(height, (height - 1) / 2 if centred_rows else height / 2), profile(width, (width - 1) / 2))
 
 
 def tile_windows(height: int, width: int, tile: int, stride: int) -> tuple[tuple[int, int], tuple[int, ...],
