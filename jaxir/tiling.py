@@ -60,7 +60,7 @@ def blend_tiles(fn: Callable[..., jax.Array], x: jax.Array, rows, cols, tile: tu
     b, height, width, channels = x.shape
     th, tw = tile
     out_th, out_tw = weight.shape
-    corners = np.array([(r, c, round(r * scale), round(c * scale)) for r in rows for c in cols], np.int32)
+    corners = np.array([(r, c, round(r * scale), round(c * scale)) for r in rows for c in cols], np.int64)
     n = len(corners)
     if per_tile is not None and per_tile.shape[0] != n:
         raise JaxirInputError(f"per_tile holds {per_tile.shape[0]} entries for {n} tiles")

@@ -29,6 +29,7 @@ images larger than its tiles only in its Gradio app), fp16/bf16 inference (jaxir
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -92,12 +93,16 @@ def posterior_sample(mean: jax.Array, logvar: jax.Array, noise: jax.Array, scale
     return scale * (mean + jnp.exp(0.5 * logvar) * noise)
 
 
-class OneStep:
-    """A converted one-step restorer (``jaxir.load`` of an ``onestep`` checkpoint) run as the module docstring's
-    pipeline."""
+TRACED = ("prompt", "lora_scale", "lambda_pix", "lambda_sem")   # values the compiled program takes as arguments
 
-    def __init__(self, model, params, settings: OneStepSettings):
-        self.model, self.settings, self.params = model, settings, params
+
+class OneStepProgram:
+    """The restoration of the module docstring for one model and the settings that shape the program (the traced
+    ones at their defaults): pure functions of arrays and one jit (:meth:`run`). Shared by every pipeline that
+    differs only in traced settings (:func:`program`)."""
+
+    def __init__(self, model, settings: OneStepSettings):
+        self.model, self.settings = model, settings
         config = model.config
         self.factor = config.vae.downsample_factor
         self.multiple = self.factor * 2 ** (len(config.unet.channel_mult) - 1)
@@ -108,8 +113,7 @@ class OneStep:
                                   f"{', '.join(config.adapter_names('unet'))}")
         alpha = float(process_alphas_cumprod(config.process)[config.coeff_t])
         self._x0_coeffs = (np.sqrt(1.0 - alpha), np.sqrt(alpha))
-        self._context = None
-        self._run = jax.jit(self._restore_prepared, static_argnames=("out_size",))
+        self.run = jax.jit(self._restore_prepared, static_argnames=("out_size",))
 
     # ---- pieces (pure functions of arrays; the tests compare them with the originals) ---------------------------
 
@@ -143,7 +147,8 @@ class OneStep:
 
         if not self.settings.patch_size:
             return sample(x, noise[0])
-        (th, tw), rows, cols = tile_windows(x.shape[1], x.shape[2], self.settings.patch_size, self.settings.patch_stride)
+        (th, tw), rows, cols = tile_windows(x.shape[1], x.shape[2], self.settings.patch_size,
+                                            self.settings.patch_stride)
         return blend_tiles(sample, x, rows, cols, (th, tw), supir_tile_weights(th // self.factor, tw // self.factor),
                            scale=1 / self.factor, scan=True, per_tile=noise)
 
@@ -214,13 +219,36 @@ class OneStep:
             image = resize_torch(image, size=out_size, mode="bicubic_aa")
         return jnp.clip(image, 0.0, 1.0)
 
+
+
+@functools.lru_cache(maxsize=4)
+def _program(model, settings: OneStepSettings) -> OneStepProgram:
+    return OneStepProgram(model, settings)
+
+
+def program(model, settings: OneStepSettings) -> OneStepProgram:
+    """The program of ``settings`` with the :data:`TRACED` ones at their defaults (one per model and shape)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(OneStepSettings) if f.name in TRACED}
+    return _program(model, dataclasses.replace(settings, **defaults))
+
+
+class OneStep:
+    """A converted one-step restorer (``jaxir.load`` of an ``onestep`` checkpoint) run as the module docstring's
+    pipeline; ``lora_scale``, the λs and the prompt embedding enter its compiled program as arrays."""
+
+    def __init__(self, model, params, settings: OneStepSettings):
+        self.model, self.params, self.settings = model, params, settings
+        self.program = program(model, settings)
+        self._context = None
+
     def restore_prepared(self, x, ref, context, noise, out_size=None):
-        """Steps 2–5 with explicit prompt embedding ``context`` (1 or B, 77, C) and posterior ``noise``
-        (tiles, B, h, w, C) — the form the parity tests use."""
+        """Steps 2–5 on :meth:`OneStepProgram.prepare`'s output with explicit prompt embedding ``context``
+        (1 or B, 77, C) and posterior ``noise`` (tiles, B, h, w, C) — the form the parity tests use."""
         s = self.settings
         out_size = tuple(ref.shape[1:3]) if out_size is None else tuple(out_size)
-        return self._run(self.params, x, ref, jnp.asarray(context), jnp.asarray(noise),
-                         jnp.float32(s.lora_scale), jnp.asarray([s.lambda_pix, s.lambda_sem], jnp.float32), out_size)
+        return self.program.run(self.params, x, ref, jnp.asarray(context), jnp.asarray(noise),
+                                jnp.float32(s.lora_scale), jnp.asarray([s.lambda_pix, s.lambda_sem], jnp.float32),
+                                out_size)
 
     def context(self) -> jax.Array:
         """The prompt embedding of ``settings.prompt`` (computed once)."""
@@ -234,7 +262,7 @@ class OneStep:
         n, h, w = lq.shape[:3]
         sample_ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids)
         out_size = clean_size(h, w, degradation)
-        x, ref = self.prepare(jnp.asarray(lq, jnp.float32), out_size)
-        shape = self.noise_shape(*x.shape[1:3])
+        x, ref = self.program.prepare(jnp.asarray(lq, jnp.float32), out_size)
+        shape = self.program.noise_shape(*x.shape[1:3])
         noise = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), shape))(jnp.asarray(sample_ids))
         return self.restore_prepared(x, ref, self.context(), jnp.moveaxis(noise, 0, 1), out_size)
