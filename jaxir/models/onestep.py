@@ -18,6 +18,7 @@ sub-tree of its model's parameters (the paths are in the config), already multip
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 
 import jax
@@ -93,9 +94,25 @@ def adapted(base, deltas: Mapping, scales: Mapping[str, jax.Array]):
     return traverse_util.unflatten_dict(flat, sep="/")
 
 
+# jitted per architecture (not per model): checkpoints on one base share their compiled networks
+@functools.partial(jax.jit, static_argnums=0)
+def _posterior(config: vae_model.VAEConfig, params, x):
+    return vae_model.AutoencoderKL(config).apply({"params": params}, x, method=vae_model.AutoencoderKL.encode)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(config: unet_model.UNetConfig, params, z, t, context):
+    return unet_model.UNetModel(config).apply({"params": params}, z, t, context)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decode(config: vae_model.VAEConfig, params, z):
+    return vae_model.AutoencoderKL(config).apply({"params": params}, z, method=vae_model.AutoencoderKL.decode)
+
+
 class OneStepModel:
-    """The networks of a converted one-step restorer as pure functions of ``(params, …)``; built by ``jaxir.load``.
-    Nothing here is jitted: the pipeline wraps its whole restoration in one jit."""
+    """The networks of a converted one-step restorer as jitted pure functions of ``(params, …)`` (inside the
+    pipeline's one jit they are inlined); built by ``jaxir.load``."""
 
     def __init__(self, config: OneStepConfig):
         self.config = config
@@ -116,14 +133,14 @@ class OneStepModel:
 
     def posterior(self, vae_params, x):
         """``(mean, logvar)`` of the VAE posterior of images in [−1, 1]."""
-        return self.vae.apply({"params": vae_params}, x, method=vae_model.AutoencoderKL.encode)
+        return _posterior(self.config.vae, vae_params, x)
 
     def predict(self, unet_params, z, t, context):
-        return self.unet.apply({"params": unet_params}, z, t, context)
+        return _predict(self.config.unet, unet_params, z, t, context)
 
     def decode(self, vae_params, z):
         """``D(z / scale)`` of a scaled latent, in [−1, 1], unclamped."""
-        return self.vae.apply({"params": vae_params}, z, method=vae_model.AutoencoderKL.decode)
+        return _decode(self.config.vae, vae_params, z)
 
     def encode_text(self, params, prompt: str) -> jax.Array:
         """(1, 77, C) prompt embedding (the base model's CLIP text tower)."""
