@@ -83,19 +83,24 @@ def _params(base: Base, unet_adapters: dict, vae_adapters: dict | None = None) -
     return {**base.params, "lora": trees}
 
 
+def hypir_from_state(base: Base, state: dict) -> tuple[OneStepConfig, dict, dict]:
+    """(config, params, notes) of HYPIR's LoRA state dict (``HYPIR_sd2.pth``'s tensors) on a read base model."""
+    adapters = lora.read_adapters(state, "HYPIR LoRA")
+    if set(adapters) != {lora.DEFAULT_ADAPTER}:
+        raise ConversionError(f"HYPIR LoRA: expected one adapter 'default', found {', '.join(sorted(adapters))}")
+    pairs = adapters[lora.DEFAULT_ADAPTER]
+    rank = _rank(pairs, None, "HYPIR LoRA")
+    tree = _unet_delta(base, lora.dense_deltas(pairs, 1.0), "HYPIR LoRA")   # lora_alpha = r
+    notes = {"lora": {"rank": rank, "alpha": rank, "modules": len(pairs)}}
+    return _config(base, "hypir", {"lora": tree}), _params(base, {"lora": tree}), notes
+
+
 def convert_hypir(base_path, weights_path) -> tuple[OneStepConfig, dict, dict]:
     """(config, params, notes) from a base model and ``HYPIR_sd2.pth``."""
     with naming(base_path, "--base"):
         base = read_base(base_path)
     with naming(weights_path, "--weights"):
-        adapters = lora.read_adapters(read_state_dict(weights_path), "HYPIR LoRA")
-        if set(adapters) != {lora.DEFAULT_ADAPTER}:
-            raise ConversionError(f"HYPIR LoRA: expected one adapter 'default', found {', '.join(sorted(adapters))}")
-        pairs = adapters[lora.DEFAULT_ADAPTER]
-        rank = _rank(pairs, None, "HYPIR LoRA")
-        tree = _unet_delta(base, lora.dense_deltas(pairs, 1.0), "HYPIR LoRA")   # lora_alpha = r
-    notes = {"lora": {"rank": rank, "alpha": rank, "modules": len(pairs)}}
-    return _config(base, "hypir", {"lora": tree}), _params(base, {"lora": tree}), notes
+        return hypir_from_state(base, read_state_dict(weights_path))
 
 
 def _group_deltas(state_dict: dict, listed: dict, suffix: str, rank: int, what: str) -> dict:
