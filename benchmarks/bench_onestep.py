@@ -24,6 +24,7 @@ runs with the model resident (jaxir: base + dense LoRA delta; compilation includ
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import subprocess
@@ -137,19 +138,14 @@ def jaxir_restore(pipeline, lq, noise, context):
 
 def build(side: str, small: bool, rank: int):
     """``(restore(lq, noise, context) → image, context_dim)`` of one side."""
-    import torch
-
     from jaxir.diffusion import schedule as S
 
     unet, vae = torch_models(small, rank)
     context_dim = unet.config.cross_attention_dim
     if side == "torch":
-        torch.set_num_threads(torch.get_num_threads())
         alphas = S.alphas_cumprod(S.sd_linear_betas(1000, 0.00085, 0.012))
-        return (lambda *a: torch_restore(unet, vae, alphas, *a)), context_dim
-    pipeline = jaxir_pipeline(unet, vae, small)
-    del unet, vae
-    return (lambda *a: jaxir_restore(pipeline, *a)), context_dim
+        return functools.partial(torch_restore, unet, vae, alphas), context_dim
+    return functools.partial(jaxir_restore, jaxir_pipeline(unet, vae, small)), context_dim   # torch copies dropped
 
 
 def peak_resident_gib() -> float:

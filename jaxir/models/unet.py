@@ -311,8 +311,8 @@ class BasicTransformerBlock(nn.Module):
 
 
 class SpatialTransformer(nn.Module):
-    """``attention.SpatialTransformer``: GroupNorm(``norm_groups``, eps 1e-6), ``proj_in`` (Linear or 1×1 conv — the same map
-    over channels), ``depth`` transformer blocks on the H·W tokens, ``proj_out``, plus the input."""
+    """``attention.SpatialTransformer``: GroupNorm(``norm_groups``, eps 1e-6), ``proj_in`` (Linear or 1×1 conv — the
+    same map over channels), ``depth`` transformer blocks on the H·W tokens, ``proj_out``, plus the input."""
 
     spec: Attn
 
