@@ -9,8 +9,8 @@
      this on PIL images in two steps and crop to multiples of 8 with Lanczos; here one resize from the LQ image and
      zero padding to the model's multiple (the UNet needs latents divisible by its downsamplings), cropped after;
 2. ``z = scale·(μ + σ·n)``: a sample of the VAE posterior of ``2x − 1`` (all three call ``latent_dist.sample()``),
-   ``n`` drawn from the sample's key (:func:`jaxir.keys`-style ``fold_in(key, sample_id)``); HYPIR encodes in
-   ``patch_size`` tiles (one noise draw per tile, as its tiled encoder);
+   ``n`` drawn from ``fold_in(key, sample_id)``; HYPIR encodes in ``patch_size`` tiles (one noise draw per tile, as
+   its tiled encoder);
 3. one UNet evaluation at ``model_t`` with the prompt embedding (``prompt``: empty by default; DAPE/LLaVA captioners
    are not part of jaxir), the LoRA deltas times ``lora_scale`` (traced); PiSA-SR's dial (``dial``):
    ``pred = λ_pix·pred_pix + λ_sem·(pred_pix+sem − pred_pix)`` (``PiSASR_eval._predict_no_tiling``), λ traced;
@@ -19,11 +19,13 @@
    Gaussian weights (:func:`jaxir.tiling.supir_tile_weights`, PiSA-SR's centred variant);
 4. the clean latent: ``x0 = (z − √(1−ᾱ_c)·ε)/√ᾱ_c`` (diffusers ``DDPMScheduler.step``, HYPIR at c = 200, OSEDiff at
    999) or ``z − pred`` (PiSA-SR);
-5. decode (HYPIR: in tiles), OSEDiff/PiSA-SR clamp to [−1, 1]; back to the clean size (bicubic, antialiased); the
-   colour fix (HYPIR: wavelet towards the bicubic input; OSEDiff/PiSA-SR: AdaIN towards the input); clip to [0, 1].
+5. decode (HYPIR: in tiles); HYPIR: back to the bicubic input's size (bicubic, antialiased), wavelet colour fix
+   towards it; OSEDiff/PiSA-SR: clamp to [−1, 1], AdaIN colour fix towards the input, then back to the clean size
+   when the process size enlarged it; clip to [0, 1].
 
-Not reproduced: the releases' tiled-VAE hooks (GroupNorm statistics shared across tiles; HYPIR uses them for
-images larger than its tiles only in its Gradio app), fp16/bf16 inference (jaxir runs float32).
+Not reproduced: OSEDiff's and PiSA-SR's tiled-VAE hooks (``VAEHook``: GroupNorm statistics shared across tiles,
+active above their 1024-px encoder / 224-px decoder tiles; jaxir encodes and decodes whole images there), and
+fp16/bf16 inference (jaxir runs float32).
 """
 
 from __future__ import annotations
