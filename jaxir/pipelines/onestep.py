@@ -24,7 +24,8 @@
    when the process size enlarged it; clip to [0, 1].
 
 Not reproduced: OSEDiff's and PiSA-SR's tiled-VAE hooks (``VAEHook``: GroupNorm statistics shared across tiles,
-active above their 1024-px encoder / 224-px decoder tiles; jaxir encodes and decodes whole images there), and
+active above their ``--vae_encoder_tiled_size`` 1024 / ``--vae_decoder_tiled_size`` 224; jaxir encodes and
+decodes whole images), and
 fp16/bf16 inference (jaxir runs float32).
 """
 
