@@ -25,8 +25,7 @@
 
 Not reproduced: OSEDiff's and PiSA-SR's tiled-VAE hooks (``VAEHook``: GroupNorm statistics shared across tiles,
 active above their ``--vae_encoder_tiled_size`` 1024 / ``--vae_decoder_tiled_size`` 224; jaxir encodes and
-decodes whole images), and
-fp16/bf16 inference (jaxir runs float32).
+decodes whole images), and fp16/bf16 inference (jaxir runs float32).
 """
 
 from __future__ import annotations
