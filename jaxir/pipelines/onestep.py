@@ -239,7 +239,8 @@ class OneStep:
     pipeline; ``lora_scale``, the λs and the prompt embedding enter its compiled program as arrays."""
 
     def __init__(self, model, params, settings: OneStepSettings):
-        self.model, self.params, self.settings = model, params, settings
+        # device arrays once (a converted NumPy tree would otherwise be copied again at every call)
+        self.model, self.params, self.settings = model, jax.tree.map(jnp.asarray, params), settings
         self.program = program(model, settings)
         self._context = None
 
