@@ -57,6 +57,9 @@ class OneStepConfig:
     def __post_init__(self):
         if self.x0_rule not in X0_RULES:
             raise JaxirInputError(f"x0_rule must be one of {X0_RULES}, got {self.x0_rule!r}")
+        if self.x0_rule == "ddpm" and self.process.parameterization != "eps":
+            raise JaxirInputError(f"{self.method}: x0 from the DDPM posterior needs an ε-prediction base model, this "
+                                  f"one predicts {self.process.parameterization}")
         for t in (self.model_t, self.coeff_t):
             if not 0 <= t < self.process.timesteps:
                 raise JaxirInputError(f"timestep {t} outside the schedule's 0…{self.process.timesteps - 1}")
