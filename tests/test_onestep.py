@@ -306,9 +306,10 @@ def test_restorer_text_and_sample_keys(tmp_path):
     both = restorer.restore(lq, Degradation(scale=2), key, [5, 9])
     swapped = restorer.restore(lq[::-1], Degradation(scale=2), key, [9, 5])   # one batch shape: one compilation
     assert both.shape == (2, 64, 64, 3)
-    np.testing.assert_allclose(both, swapped[::-1], atol=1e-6)
+    # the same sample at another batch position: float32 rounding of XLA's batched kernels only (measured 3.5e-6)
+    np.testing.assert_allclose(both, swapped[::-1], atol=1e-5)
     other_id = restorer.restore(lq, Degradation(scale=2), key, [6, 9])
-    np.testing.assert_allclose(other_id[1], both[1], atol=1e-6)
+    np.testing.assert_allclose(other_id[1], both[1], atol=1e-5)
     assert rel_err(other_id[0], both[0]) > 1e-4
 
 
