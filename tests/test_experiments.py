@@ -358,17 +358,43 @@ def test_batched_cells_equal_the_cells_run_alone(tmp_path):
         assert abs(a["psnr"] - b["psnr"]) < 0.01 and abs(a["ssim"] - b["ssim"]) < 1e-4 and a["psnr"] != 0
 
 
+def test_cells_that_differ_in_traced_settings_run_as_one_batch(tmp_path, images):
+    """A start-timestep sweep with --batch: the three t_start cells (η too in a second sweep) run as one padded
+    batch through one compiled sampler; every row equals the restoration run by hand with its own settings (up to
+    the float rounding of batched arithmetic), and a batch of new values compiles nothing."""
+    gt = images[0].image
+    sweep = dataclasses.replace(fig6_start_timestep.SWEEP, values=(100, 400, 700))
+    options = Options(images, levels=(SR2,), batch=4)
+    first = run_experiment(sweep.experiment(), options, tmp_path, progress=False)
+    assert first.computed == 3 and first.compilations > 0
+    for row in first.rows:
+        want = direct("jaxir_cldm", gt, SR2, start_from_condition=True, t_start=row["t_start"])
+        assert abs(row["psnr"] - want["psnr"]) < 0.01 and abs(row["ssim"] - want["ssim"]) < 1e-4
+    assert len({row["ssim"] for row in first.rows}) == 3
+    second = run_experiment(dataclasses.replace(sweep, values=(200, 300, 500)).experiment(), options, tmp_path,
+                            progress=False)
+    assert second.computed == 3 and second.compilations == 0
+    restorer = registered()["jaxir_cldm"]
+    with pytest.raises(JaxirInputError, match="differ only in traced settings"):
+        restorer.restore_per_sample(np.zeros((2, 48, 48, 3), np.float32), SR2, jax.random.key(0), None,
+                                    [restorer.settings, restorer.configure(steps=3).settings])
+
+
 BATCH_ON_8_DEVICES = """
 import sys
 from jaxir.cli import main
-sys.exit(main(["experiment", "fig2", "--out", sys.argv[1], "--models", "bicubic", "--levels", "sr2+noise0.05",
-               "--crop", "96", "--batch", "3", "--quiet"]))
+code = main(["experiment", "fig2", "--out", sys.argv[1], "--models", "bicubic", "--levels", "sr2+noise0.05",
+             "--crop", "96", "--batch", "3", "--quiet"])
+sys.exit(code or main(["experiment", "fig6", "--out", sys.argv[1], "--models", "jaxir_cldm", "--levels", "sr2",
+                       "--photos", "astronaut", "--crop", "96", "--batch", "8", "--quiet"]))
 """
 
 
-def test_a_batch_sharded_over_8_devices_equals_one_device(tmp_path):
+def test_a_batch_sharded_over_8_devices_equals_one_device(tmp_path, images):
     """Noisy degradations (per-sample keys) restored as one batch sharded over 8 forced host devices, against the
-    same cells run one at a time on one device: equal rows."""
+    same cells run one at a time on one device: equal rows. Then fig6's seven start timesteps as one CLDM batch
+    over the 8 devices (per-sample settings): the rows of the cells run alone, up to the float rounding of batched
+    arithmetic (an 8-bit pixel may flip)."""
     import os
     import subprocess
     import sys
@@ -387,6 +413,15 @@ def test_a_batch_sharded_over_8_devices_equals_one_device(tmp_path):
     for row in alone.rows:
         for metric in ("psnr", "ssim", "niqe"):
             assert sharded[row["key"]][metric] == pytest.approx(row[metric], abs=1e-6)
+    sweep = run_experiment(experiments.get("fig6"), Options(images, models=("jaxir_cldm",), levels=(SR2,)),
+                           tmp_path / "one", progress=False)
+    with CellStore(tmp_path / "mesh" / "cells.sqlite") as store:
+        sharded = {r["key"]: r for r in store.rows([r["key"] for r in sweep.rows])}
+    assert len(sharded) == len(sweep.rows) == len(fig6_start_timestep.SWEEP.values)
+    for row in sweep.rows:
+        got = sharded[row["key"]]
+        assert abs(got["psnr"] - row["psnr"]) < 0.01 and abs(got["ssim"] - row["ssim"]) < 1e-4
+        assert abs(got["niqe"] - row["niqe"]) < 0.05
 
 
 def test_one_failing_experiment_never_costs_the_others(tmp_path, images, monkeypatch):

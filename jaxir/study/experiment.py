@@ -69,6 +69,17 @@ def _effective_settings(model: str, overrides: tuple, registry: tuple) -> str:
     return json.dumps(settings, sort_keys=True, default=str)
 
 
+def static_signature(model: str, overrides: tuple[tuple[str, Any], ...]) -> str:
+    """What of restorer ``model``'s settings with ``overrides`` is compiled in (:meth:`Restorer.static_settings`):
+    restoration cells with equal signatures (and level and image size) can run as one batch."""
+    return _static_signature(model, tuple(overrides), tuple(registered()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _static_signature(model: str, overrides: tuple, registry: tuple) -> str:
+    return repr(registered()[model].configure(**dict(overrides)).static_settings())
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """One unit of work (module docstring). ``measure``: what is computed (``restore`` for a scored restoration;
@@ -108,7 +119,7 @@ class Options:
     """What the command line chooses: models (restorer names; None = the experiment's default), images, levels
     (None = the experiment's default), the seed, ``full`` (the study's own setting instead of the offline
     default), and ``batch``: how many restoration cells that differ only in their key (seed, image of the same
-    size) run as one batch through one compiled program (:func:`restore_and_score_batch`)."""
+    size) or in traced settings run as one batch through one compiled program (:func:`restore_and_score_batch`)."""
 
     images: tuple[ImageRecord, ...]
     models: tuple[str, ...] | None = None
@@ -175,14 +186,17 @@ def restore_and_score(cell: Cell, gt: np.ndarray) -> dict:
 
 def restore_and_score_batch(cells: Sequence[Cell], gts: Sequence[np.ndarray], batch: int,
                             mesh: jax.sharding.Mesh | None = None) -> list[dict]:
-    """Restoration cells of one restorer, settings, level and image size as one batch: each sample gets its own
-    cell key (:func:`jaxir.keys.per_sample_keys` takes one key per sample), so sample b draws exactly what its
-    cell draws alone and the result equals :func:`restore_and_score`'s up to float rounding (the same noise; the
-    arithmetic of a batched program may round differently). The batch is padded to ``batch`` samples (the last
-    cell repeated, so one program serves every chunk) and to a multiple of the ``mesh`` size, over whose ``data``
-    axis it is sharded. ``seconds``: the batch's net time divided by its cells."""
+    """Restoration cells of one restorer, static settings (:func:`static_signature`), level and image size as one
+    batch: each sample gets its own cell key (:func:`jaxir.keys.per_sample_keys` takes one key per sample) and its
+    own cell's settings (:meth:`Restorer.restore_per_sample`: traced values such as a start timestep or a scale
+    differ per sample in one compiled program), so sample b draws exactly what its cell draws alone and the result
+    equals :func:`restore_and_score`'s up to float rounding (the same noise; the arithmetic of a batched program may
+    round differently). The batch is padded to ``batch`` samples (the last cell repeated, so one program serves
+    every chunk) and to a multiple of the ``mesh`` size, over whose ``data`` axis it is sharded. ``seconds``: the
+    batch's net time divided by its cells."""
     first = cells[0]
-    restorer = registered()[first.model].configure(**dict(first.settings))
+    restorers = registered()
+    restorer = restorers[first.model].configure(**dict(first.settings))
     size = parallel.padded_size(batch, mesh) if mesh is not None else batch
     padded = list(range(len(cells))) + [len(cells) - 1] * (size - len(cells))
     keys = jnp.stack([cell_key(cells[i].seed, first.level, cells[i].image) for i in padded])
@@ -193,7 +207,8 @@ def restore_and_score_batch(cells: Sequence[Cell], gts: Sequence[np.ndarray], ba
         if mesh is not None:
             lq = parallel.shard_batch(lq, mesh)
         restore_keys = jax.vmap(lambda k: jax.random.fold_in(k, RESTORE_STREAM))(keys)
-        out = to_8bit(parallel.gather(restorer.restore(lq, first.level, restore_keys, ids)))
+        settings = [restorers[first.model].configure(**dict(cells[i].settings)).settings for i in padded]
+        out = to_8bit(parallel.gather(restorer.restore_per_sample(lq, first.level, restore_keys, ids, settings)))
     if out.shape[1:3] != clean.shape[1:3]:
         raise JaxirInputError(f"restorer {restorer.name!r} returned {out.shape[1:3]} for {clean.shape[1:3]} images")
     seconds = meter.net_seconds / len(cells)
@@ -220,14 +235,15 @@ def available_restorers(names: Sequence[str], needs: Callable[[Any], str | None]
 
 def work_groups(todo: Sequence[tuple[str, Cell]], gts: dict, batch: int) -> list[list[tuple[str, Cell]]]:
     """The cells to compute, in plan order, as groups: with ``batch`` > 1, restoration cells of the same restorer,
-    effective settings, level and image size in chunks of up to ``batch``; every other cell alone."""
+    static settings (:func:`static_signature`), level and image size in chunks of up to ``batch``; every other
+    cell alone."""
     if batch <= 1:
         return [[item] for item in todo]
     groups: dict[tuple, list] = {}
     for key, cell in todo:
         if cell.measure == "restore":
-            settings = effective_settings(cell.model, cell.settings)
-            group = ("restore", cell.model, settings, cell.level, gts[cell.image, cell.level].shape)
+            static = static_signature(cell.model, cell.settings)
+            group = ("restore", cell.model, static, cell.level, gts[cell.image, cell.level].shape)
         else:
             group = ("alone", key)
         groups.setdefault(group, []).append((key, cell))
