@@ -25,7 +25,8 @@ def summarize(rows: list[dict], out: Path) -> Summary:
             line = ax.plot([p["psnr"] for p in points.values()], [p["niqe"] for p in points.values()], marker="o",
                            ls=":", label=model)
             for x, p in points.items():
-                ax.annotate(f"{'γ' if task == 'sr' else 'σ'}={x:g}", (p["psnr"], p["niqe"]), fontsize=7,
+                symbol = {"sr": "γ", "deblur": "σ"}.get(task)   # none on a captured dataset's panel
+                ax.annotate(f"{symbol}={x:g}" if symbol else model, (p["psnr"], p["niqe"]), fontsize=7,
                             color=line[0].get_color(), xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("PSNR (dB) — distortion, better →")
         ax.set_ylabel("NIQE — perceptual quality, better ↓")

@@ -424,6 +424,42 @@ def test_a_batch_sharded_over_8_devices_equals_one_device(tmp_path, images):
         assert abs(got["niqe"] - row["niqe"]) < 0.05
 
 
+def test_gopro_pairs_are_a_captured_level_of_their_own(tmp_path):
+    """``--gopro DIR`` (GoPro's <scene>/{sharp,blur} layout): each pair is restored at the captured level
+    'GoPro (captured deblur)' beside the synthetic levels — by restorers of its task, not by the non-blind Wiener
+    (no kernel) — scored against its own sharp frame (bicubic is the identity here: the row is the LQ's own
+    PSNR/SSIM/NIQE); visual shows it; fig2 plots it as a panel of its own."""
+    from jaxir.data import save_image
+    from jaxir.data.images import load_image
+
+    crops = [experiments.centre_crop(r, 96) for r in bundled_photos(["coffee", "chelsea"])]
+    blur = parse_level("blur3")
+    for scene, record in zip(("GOPR0001_00_00", "GOPR0002_00_00"), crops):
+        save_image(tmp_path / "gopro" / scene / "sharp" / "000001.png", record.image)
+        save_image(tmp_path / "gopro" / scene / "blur" / "000001.png", np.asarray(blur(record.image[None]))[0])
+    code = main(["experiment", "fig2", "visual", "--gopro", str(tmp_path / "gopro"), "--models", "bicubic,wiener",
+                 "--levels", "blur2", "--photos", "astronaut", "--crop", "96", "--out", str(tmp_path / "out"),
+                 "--quiet"])
+    assert code == 0
+    import csv
+
+    rows = [{**r, "psnr": float(r["psnr"]), "niqe": float(r["niqe"])}
+            for r in csv.DictReader((tmp_path / "out" / "fig2" / "results.csv").open(encoding="utf-8"))]
+    captured = [r for r in rows if r["level"] == "GoPro (captured deblur)"]
+    assert sorted(r["image"] for r in captured) == ["GOPR0001_00_00/000001", "GOPR0002_00_00/000001"]
+    assert {r["model"] for r in captured} == {"bicubic"}
+    assert {(r["model"], r["level"]) for r in rows if r["level"] != "GoPro (captured deblur)"} == {
+        ("bicubic", "blur σ=2"), ("wiener", "blur σ=2")}
+    for row in captured:
+        gt = load_image(tmp_path / "gopro" / (row["image"].replace("/", "/sharp/") + ".png"))
+        lq = load_image(tmp_path / "gopro" / (row["image"].replace("/", "/blur/") + ".png"))
+        assert row["psnr"] == pytest.approx(float(psnr(lq[None], gt[None], y_channel=True)[0]), abs=1e-9)
+        assert row["niqe"] == pytest.approx(float(niqe(lq[None])[0]), abs=1e-6)
+    visual = list((tmp_path / "out" / "visual").glob("*.png"))
+    assert any("GOPR0001" in p.name for p in visual), visual
+    assert "GoPro (captured deblur)" in (tmp_path / "out" / "fig2" / "report.md").read_text()
+
+
 def test_one_failing_experiment_never_costs_the_others(tmp_path, images, monkeypatch):
     """``jaxir experiment a b``: when a refuses its input (one-line JaxirInputError), b still runs and the
     overview holds b; the error is returned by name."""

@@ -131,6 +131,10 @@ class Restorer:
                             if getattr(self.settings, f) != getattr(default.settings, f)))
 
     def handles(self, degradation: Degradation) -> bool:
+        """Whether this restorer is meant for ``degradation``: its task, the narrower ``accepts`` test, and a known
+        blur kernel for a non-blind restorer (a captured degradation has none)."""
+        if self.uses_known_degradation and degradation.task == "deblur" and degradation.kernel() is None:
+            return False
         return degradation.task in self.tasks and (self.accepts is None or self.accepts(degradation))
 
     def unavailable_reason(self) -> str | None:
