@@ -192,6 +192,36 @@ def test_table2_vae_row_is_the_round_trip(tmp_path, images):
     assert "LPIPS not computed" in (tmp_path / "table2" / "report.md").read_text()
 
 
+def test_table2_lpips_with_random_weight_network(tmp_path, images, monkeypatch):
+    """With an LPIPS (AlexNet) checkpoint where the metric looks for it (random weights here), table2's round trip
+    and restoration rows carry LPIPS: the metric applied by hand to the direct restoration and round trip."""
+    from jaxir.metrics import lpips as lpips_metric
+    from jaxir.models.lpips_backbones import LPIPSConfig, LPIPSNetwork
+    from jaxir.pipelines.autoencoder import roundtrip
+
+    monkeypatch.setenv("JAXIR_CHECKPOINTS", str(tmp_path / "weights"))
+    config = LPIPSConfig("alex")
+    params = LPIPSNetwork(config).init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32),
+                                       method=lambda network, x: network.heads(network(x)))["params"]
+    save(lpips_metric.checkpoint_dir("alex"), "lpips", config, params)
+    run = run_experiment(experiments.get("table2"), Options(images, levels=(SR2,)), tmp_path / "exp", progress=False)
+    rows = {r["measure"]: r for r in run.rows}
+    assert set(rows) == {"vae_round_trip+lpips", "restore+lpips"}
+    gt = images[0].image
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), zlib.crc32(b"SR x2")), zlib.crc32(b"astronaut"))
+    out = registered()["jaxir_cldm"].restore(SR2(gt[None], key), SR2, jax.random.fold_in(key, zlib.crc32(b"restore")),
+                                             [0])
+    out = np.asarray(quantize_uint8(out), np.float32) / 255.0
+    restored = rows["restore+lpips"]
+    close(restored, direct("jaxir_cldm", gt, SR2))
+    assert restored["lpips"] == pytest.approx(float(lpips_metric.lpips(out, gt[None], "alex")[0]), abs=1e-6)
+    model, vae_params = load_autoencoder(SHIPPED / "jaxir_cldm")
+    trip = np.asarray(quantize_uint8(roundtrip(model, vae_params, gt[None])), np.float32) / 255.0
+    assert rows["vae_round_trip+lpips"]["lpips"] == pytest.approx(float(lpips_metric.lpips(trip, gt[None])[0]),
+                                                                  abs=1e-6)
+    assert "| LPIPS |" in run.summary.table
+
+
 def test_fig1_fig2_share_cells_with_each_other_and_match_the_study(tmp_path, images):
     """fig2 and fig1 plan the same cells (fig1 computes none after fig2), and their rows are ``jaxir study``'s
     numbers for the same images, levels and seed."""

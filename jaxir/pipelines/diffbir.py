@@ -301,7 +301,24 @@ class DiffBIR:
         sample_ids = np.arange(lq.shape[0]) if sample_ids is None else np.asarray(sample_ids)
         out_size = clean_size(lq.shape[1], lq.shape[2], degradation)
         cond_img = self.condition_image(lq, degradation, key, sample_ids)
-        restored = self.restore_condition(cond_img, key, sample_ids, per_sample=settings)
+        return self._at_clean_size(self.restore_condition(cond_img, key, sample_ids, per_sample=settings), out_size)
+
+    def x0_trajectory(self, lq, degradation: Degradation, key: jax.Array,
+                      sample_ids: Sequence[int] | None = None) -> tuple[jax.Array, list[jax.Array]]:
+        """(the restored batch as :meth:`__call__` returns it, the x0 prediction of every sampling step decoded,
+        colour-fixed towards the condition image and brought to the clean size the same way): the study's
+        Fig. 9."""
+        lq = check_images(lq)
+        sample_ids = np.arange(lq.shape[0]) if sample_ids is None else np.asarray(sample_ids)
+        out_size = clean_size(lq.shape[1], lq.shape[2], degradation)
+        cond_img = self.condition_image(lq, degradation, key, sample_ids)
+        final, x0s = self.restore_condition(cond_img, key, sample_ids, trajectory=True)
+        fix = COLOR_FIXES[self.settings.color_fix]
+        return (self._at_clean_size(final, out_size),
+                [self._at_clean_size(fix(x0, cond_img), out_size) for x0 in x0s])
+
+    @staticmethod
+    def _at_clean_size(restored: jax.Array, out_size: tuple[int, int]) -> jax.Array:
         if restored.shape[1:3] != out_size:
             restored = resize_torch(restored, size=out_size, mode="bicubic_aa")
         return parallel.gather(jnp.clip(restored, 0.0, 1.0))
