@@ -11,7 +11,7 @@ from pathlib import Path
 from experiments.fig2_degradation_levels import families, level_means, plan
 from jaxir.study.experiment import Experiment, Summary, restore_and_score
 from jaxir.study.plots import plt, save_figure
-from jaxir.study.sweep import judge
+from jaxir.study.sweep import TRADITIONAL, judge
 
 
 def summarize(rows: list[dict], out: Path) -> Summary:
@@ -43,7 +43,7 @@ def summarize(rows: list[dict], out: Path) -> Summary:
         for cldm in [m for t, m in data if t == task and family[m] == "cldm"]:
             harsh = min(data[task, cldm]) if task == "sr" else max(data[task, cldm])
             rivals = [data[task, m][harsh]["niqe"] for t, m in data
-                      if t == task and family[m] != "cldm" and harsh in data[task, m]]
+                      if t == task and family[m] in TRADITIONAL and harsh in data[task, m]]
             if rivals:
                 better.append(data[task, cldm][harsh]["niqe"] < min(rivals))
                 parts.append(f"{cldm} {task} at {harsh:g}: NIQE {data[task, cldm][harsh]['niqe']:.2f} against the "

@@ -15,7 +15,7 @@ from jaxir.degradations.levels import DEFAULT_LEVELS, parse_levels
 from jaxir.restorers import registered
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers, restore_and_score
 from jaxir.study.plots import plt, save_figure
-from jaxir.study.sweep import METRICS, judge, mean_by
+from jaxir.study.sweep import TRADITIONAL, METRICS, judge, mean_by
 
 
 def plan(options: Options) -> Plan:
@@ -99,7 +99,7 @@ def distortion_verdict(data: dict, family: dict[str, str]) -> tuple[str, str]:
     below, wider, parts = [], [], []
     for task in sorted({t for t, _ in data}):
         cldms = [m for t, m in data if t == task and family[m] == "cldm"]
-        others = [m for t, m in data if t == task and family[m] != "cldm"]
+        others = [m for t, m in data if t == task and family[m] in TRADITIONAL]
         for cldm in cldms:
             gaps = {}
             for x, metrics in data[task, cldm].items():

@@ -228,7 +228,8 @@ def _train_restorer(args, config) -> str:
 def _train_vae(args, config) -> str:
     from jaxir.train.vae import VAEData, small_vae_config, train_vae
 
-    data = VAEData(batch=args.batch, crop=args.crop, loss=args.loss or "l2", lpips_weight=args.lpips_weight)
+    data = VAEData(batch=args.batch, crop=args.crop, loss=args.loss or "l2", lpips_weight=args.lpips_weight,
+                   disc_weight=args.disc_weight, disc_start=args.disc_start)
     path = train_vae(args.out, model_config=small_vae_config(args.z_channels), train_config=config, data=data,
                      seed=args.seed, progress=not args.quiet, command=_train_command())
     return f"trained autoencoder written to {path}"
@@ -351,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--z-channels", type=int, default=8, help="vae: latent channels")
     trainer.add_argument("--lpips-weight", type=float, default=0.0,
                          help="vae: weight of the LPIPS term (needs converted LPIPS alex weights)")
+    trainer.add_argument("--disc-weight", type=float, default=0.0,
+                         help="vae: weight of LDM's PatchGAN term, adaptively balanced (SD's autoencoders: 0.5)")
+    trainer.add_argument("--disc-start", type=int, default=0, help="vae: the step the PatchGAN term starts at")
     trainer.add_argument("--vae", help="ldm: the autoencoder checkpoint (the model of --task vae)")
     trainer.add_argument("--ldm", help="cldm: the latent diffusion checkpoint (the model of --task ldm)")
     trainer.add_argument("--pool", type=int, default=2048, help="ldm/cldm: dead-leaves crops made and encoded once")
