@@ -8,6 +8,9 @@ STUDY_OUT ?= runs/study
 BASICSR := basicsr==1.4.2
 # k-diffusion's sampling.py is the reference of the sigma-space samplers; its package pulls a training stack.
 KDIFFUSION := k-diffusion==0.1.1.post1 torchsde==0.2.6 trampoline==0.1.2
+# taming-transformers' PatchGAN and GAN losses (the CompVis files), reference of jaxir.train.adversarial; its package
+# requires pytorch-lightning, which those files do not use.
+TAMING := taming-transformers-rom1504==0.0.6
 # Faster convolutions on x86 CPUs with equal outputs (see README, "Speed").
 export XLA_FLAGS ?= --xla_cpu_experimental_ynn_fusion_type=
 
@@ -23,7 +26,7 @@ $(TEST_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(TEST_VENV)
 	$(TEST_VENV)/bin/pip install -q --upgrade pip
 	$(TEST_VENV)/bin/pip install -q -e '.[test]'
-	$(TEST_VENV)/bin/pip install -q --no-deps $(BASICSR) $(KDIFFUSION)
+	$(TEST_VENV)/bin/pip install -q --no-deps $(BASICSR) $(KDIFFUSION) $(TAMING)
 	touch $@
 
 study: $(VENV)/.installed

@@ -11,7 +11,7 @@ from pathlib import Path
 from experiments.fig2_degradation_levels import families, level_means, plan
 from jaxir.study.experiment import Experiment, Summary, restore_and_score
 from jaxir.study.plots import plt, save_figure
-from jaxir.study.sweep import judge
+from jaxir.study.sweep import TRADITIONAL, judge
 
 
 def summarize(rows: list[dict], out: Path) -> Summary:
@@ -25,7 +25,8 @@ def summarize(rows: list[dict], out: Path) -> Summary:
             line = ax.plot([p["psnr"] for p in points.values()], [p["niqe"] for p in points.values()], marker="o",
                            ls=":", label=model)
             for x, p in points.items():
-                ax.annotate(f"{'γ' if task == 'sr' else 'σ'}={x:g}", (p["psnr"], p["niqe"]), fontsize=7,
+                symbol = {"sr": "γ", "deblur": "σ"}.get(task)   # none on a captured dataset's panel
+                ax.annotate(f"{symbol}={x:g}" if symbol else model, (p["psnr"], p["niqe"]), fontsize=7,
                             color=line[0].get_color(), xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("PSNR (dB) — distortion, better →")
         ax.set_ylabel("NIQE — perceptual quality, better ↓")
@@ -42,7 +43,7 @@ def summarize(rows: list[dict], out: Path) -> Summary:
         for cldm in [m for t, m in data if t == task and family[m] == "cldm"]:
             harsh = min(data[task, cldm]) if task == "sr" else max(data[task, cldm])
             rivals = [data[task, m][harsh]["niqe"] for t, m in data
-                      if t == task and family[m] != "cldm" and harsh in data[task, m]]
+                      if t == task and family[m] in TRADITIONAL and harsh in data[task, m]]
             if rivals:
                 better.append(data[task, cldm][harsh]["niqe"] < min(rivals))
                 parts.append(f"{cldm} {task} at {harsh:g}: NIQE {data[task, cldm][harsh]['niqe']:.2f} against the "

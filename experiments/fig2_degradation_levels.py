@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jaxir.data.folders import GOPRO_HOW
+from jaxir.degradations.captured import Captured
 from jaxir.degradations.levels import DEFAULT_LEVELS, parse_levels
 from jaxir.restorers import registered
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers, restore_and_score
 from jaxir.study.plots import plt, save_figure
-from jaxir.study.sweep import METRICS, judge, mean_by
+from jaxir.study.sweep import TRADITIONAL, METRICS, judge, mean_by
 
 
 def plan(options: Options) -> Plan:
@@ -21,21 +23,31 @@ def plan(options: Options) -> Plan:
     usable, unavailable = available_restorers(options.models or list(registered()))
     restorers = registered()
     levels = options.levels or parse_levels(DEFAULT_LEVELS)
-    cells = tuple(Cell("restore", model, level, image.name, options.seed, (),
-                       (("family", restorers[model].family), ("blur_sigma", float(level.blur_sigma))))
-                  for level in levels for model in usable if restorers[model].handles(level)
-                  for image in options.images)
-    return Plan(cells, unavailable,
-                ("each restorer at its default settings; x axis: γ for SR, blur σ for deblurring",))
+    cells = tuple(Cell("restore", model, level, image, options.seed, (),
+                       (("family", restorers[model].family), ("blur_sigma", float(level.blur_sigma)),
+                        ("panel", panel(level))))
+                  for level, image in options.inputs(levels) for model in usable if restorers[model].handles(level))
+    notes = ["each restorer at its default settings; x axis: γ for SR, blur σ for deblurring; a captured dataset "
+             "(--gopro) is a panel of its own"]
+    if options.full and not options.pairs:
+        notes.append(f"GoPro not run: {GOPRO_HOW}")
+    return Plan(cells, unavailable, tuple(notes))
+
+
+def panel(level) -> str:
+    """The plot panel of a level: its task, or the dataset of a captured level (its own real degradation)."""
+    return level.label if isinstance(level, Captured) else level.task
 
 
 def axis(row: dict) -> float:
+    if row["panel"] != row["task"]:
+        return 0.0
     return row["gamma"] if row["task"] == "sr" else row["blur_sigma"]
 
 
 def level_means(rows: list[dict]) -> dict:
-    """{(task, model): {x: metrics}} with x = γ (SR) or σ (deblurring)."""
-    table = mean_by([{**r, "x": axis(r)} for r in rows], ("task", "model", "x"))
+    """{(panel, model): {x: metrics}} with x = γ (SR), σ (deblurring), 0 for a captured dataset's panel."""
+    table = mean_by([{**r, "x": axis(r)} for r in rows], ("panel", "model", "x"))
     out: dict = {}
     for (task, model, x), metrics in table.items():
         out.setdefault((task, model), {})[x] = metrics
@@ -57,9 +69,11 @@ def summarize(rows: list[dict], out: Path) -> Summary:
             for (t, model), points in data.items():
                 if t == task:
                     ax.plot(list(points), [p[metric] for p in points.values()], marker="o", label=model)
-            ax.set_xlabel("retention γ (eq. 12)" if task == "sr" else "blur σ (γ = 1)")
-            if task != "sr":
+            ax.set_xlabel({"sr": "retention γ (eq. 12)", "deblur": "blur σ (γ = 1)"}.get(task, "captured pairs"))
+            if task == "deblur":
                 ax.set_xscale("log")
+            elif task != "sr":
+                ax.set_xticks([0.0], ["all pairs"])
             ax.set_ylabel(name)
             ax.grid(alpha=0.3)
             if row_index == 0:
@@ -85,7 +99,7 @@ def distortion_verdict(data: dict, family: dict[str, str]) -> tuple[str, str]:
     below, wider, parts = [], [], []
     for task in sorted({t for t, _ in data}):
         cldms = [m for t, m in data if t == task and family[m] == "cldm"]
-        others = [m for t, m in data if t == task and family[m] != "cldm"]
+        others = [m for t, m in data if t == task and family[m] in TRADITIONAL]
         for cldm in cldms:
             gaps = {}
             for x, metrics in data[task, cldm].items():

@@ -17,18 +17,17 @@ from jaxir.degradations.levels import parse_levels
 from jaxir.restorers import registered
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers, restore_and_score
 from jaxir.study.plots import plt, save_figure
-from jaxir.study.sweep import judge, mean_by
+from jaxir.study.sweep import TRADITIONAL, judge, mean_by
 
 
 def plan(options: Options) -> Plan:
     usable, unavailable = available_restorers(options.models or list(registered()))
     restorers = registered()
     levels = options.levels or parse_levels("sr2,sr4,blur2,blur8" if options.full else "sr2,sr4,blur2")
-    cells = tuple(Cell("restore", model, level, image.name, options.seed, (),
+    cells = tuple(Cell("restore", model, level, image, options.seed, (),
                        (("family", restorers[model].family), ("parameters", restorers[model].parameter_count(level))))
-                  for model in usable for level in levels if restorers[model].handles(level)
-                  for image in options.images)
-    sizes = sorted({f"{r.image.shape[0]}×{r.image.shape[1]}" for r in options.images})
+                  for model in usable for level, image in options.inputs(levels) if restorers[model].handles(level))
+    sizes = sorted({f"{r.image.shape[0]}×{r.image.shape[1]}" for r in options.records()})
     return Plan(cells, unavailable, (f"latency: seconds per image of {', '.join(sizes)} pixels, compilation and "
                                      "loading excluded",))
 
@@ -60,7 +59,7 @@ def summarize(rows: list[dict], out: Path) -> Summary:
     dearer, parts = [], []
     for task in tasks:
         cldms = [m for t, m in table if t == task and family[m] == "cldm"]
-        others = [m for t, m in table if t == task and family[m] != "cldm"]
+        others = [m for t, m in table if t == task and family[m] in TRADITIONAL]
         if not others:
             continue
         best = max(others, key=lambda m: table[task, m]["ssim"])

@@ -17,7 +17,7 @@ from experiments.table2_vae import FULL_MODELS, MODELS, VAE_MULTIPLE, autoencode
 from jaxir.data.images import crop_to_multiple
 from jaxir.metrics.spectrum import radial_power_spectrum
 from jaxir.restorers import registered
-from jaxir.study.ceiling import roundtrip
+from jaxir.pipelines.autoencoder import roundtrip
 from jaxir.study.cells import score, to_8bit
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers
 from jaxir.study.plots import plt, save_figure

@@ -1,8 +1,8 @@
 """Fig. 9 of the study: the quality of the x0 prediction at every inference step of one run. The restorer's
-pipeline returns, besides its output, the decoded x0 prediction of each step
-(:meth:`jaxir.pipelines.diffbir.DiffBIR.restore_condition` with ``trajectory``); each is scored like a
-restoration (8-bit, Y-PSNR/SSIM, NIQE) after the restorer's colour fix, as its output is. The run is the
-restoration cell's own: same key, same result.
+pipeline returns, besides its output, the decoded x0 prediction of each step, colour-fixed and resized as its output
+is (``x0_trajectory`` of :class:`jaxir.pipelines.diffbir.DiffBIR` and :class:`jaxir.pipelines.supir.SUPIRPipeline`);
+each is scored like a restoration (8-bit, Y-PSNR/SSIM, NIQE). The run is the restoration cell's own: same key, same
+result.
 
     jaxir experiment fig9 [--models jaxir_cldm] [--levels sr2,sr4,blur2] [--full]
 """
@@ -16,29 +16,27 @@ import jax
 import numpy as np
 
 from jaxir.degradations.levels import parse_levels
-from jaxir.degradations.resize import resize_torch
-from jaxir.pipelines.colorfix import COLOR_FIXES
 from jaxir.restorers import registered
-from jaxir.restorers.cldm_family import diffbir_pipeline
+from jaxir.restorers.cldm_family import diffbir_pipeline, supir_pipeline
 from jaxir.study.cells import RESTORE_STREAM, cell_key, score, to_8bit
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers
 from jaxir.study.inputs import crop_border
 from jaxir.study.plots import plt, save_figure
 from jaxir.study.sweep import METRICS, judge
 
-MODELS, FULL_MODELS = ("jaxir_cldm",), ("diffbir_v2", "diffbir_v2.1", "jaxir_cldm")
+MODELS, FULL_MODELS = ("jaxir_cldm",), ("diffbir_v2", "diffbir_v2.1", "supir_v0Q", "jaxir_cldm")
 SSIM_MARGIN = 0.02
 
 
 def plan(options: Options) -> Plan:
     usable, unavailable = available_restorers(
         options.models or (FULL_MODELS if options.full else MODELS),
-        lambda r: None if r.build is diffbir_pipeline else "its pipeline returns no x0 trajectory (DiffBIR's do)")
+        lambda r: None if r.build in (diffbir_pipeline, supir_pipeline)
+        else "its pipeline returns no x0 trajectory (DiffBIR's and SUPIR's do)")
     restorers = registered()
     levels = options.levels or parse_levels("sr2,sr4,blur2,blur8,blur20" if options.full else "sr2,sr4,blur2")
-    cells = tuple(Cell("x0_trajectory", model, level, image.name, options.seed)
-                  for model in usable for level in levels if restorers[model].handles(level)
-                  for image in options.images)
+    cells = tuple(Cell("x0_trajectory", model, level, image, options.seed)
+                  for model in usable for level, image in options.inputs(levels) if restorers[model].handles(level))
     return Plan(cells, unavailable, ("every step's x0 prediction decoded and scored; the run is the restorer's "
                                      "default sampling, keyed as its restoration cell",))
 
@@ -50,26 +48,15 @@ def _pipeline(model: str):
     return restorer.build(restorer.settings)
 
 
-def evaluate(cell: Cell, gt: np.ndarray) -> dict:
+def evaluate(cell: Cell, gt: np.ndarray, lq: np.ndarray | None = None) -> dict:
     """Per step: PSNR, SSIM, NIQE of the decoded x0 prediction; and the final output's (``final_*``)."""
-    restorer = registered()[cell.model]
-    pipeline = _pipeline(cell.model)
     key = cell_key(cell.seed, cell.level, cell.image)
-    lq = cell.level(gt[None], key)
-    restore_key, ids = jax.random.fold_in(key, RESTORE_STREAM), np.array([0])
-    condition = pipeline.condition_image(lq, cell.level, restore_key, ids)
-    final, x0s = pipeline.restore_condition(condition, restore_key, ids, trajectory=True)
+    lq = cell.level(gt[None], key) if lq is None else lq[None]
+    final, x0s = _pipeline(cell.model).x0_trajectory(lq, cell.level, jax.random.fold_in(key, RESTORE_STREAM), [0])
     border = crop_border(cell.level)
-
-    def scored(image):
-        if image.shape[1:3] != gt.shape[:2]:
-            image = resize_torch(image, size=gt.shape[:2], mode="bicubic_aa")
-        return score(to_8bit(np.clip(image, 0.0, 1.0)), gt[None], border)
-
-    fix = COLOR_FIXES[restorer.settings.color_fix]   # as the pipeline fixes its output
-    steps = [scored(fix(x0, condition)) for x0 in x0s]
+    steps = [score(to_8bit(x0), gt[None], border) for x0 in x0s]
     return {**{m: [s[m] for s in steps] for m in ("psnr", "ssim", "niqe")},
-            **{f"final_{m}": v for m, v in scored(final).items()}}
+            **{f"final_{m}": v for m, v in score(to_8bit(final), gt[None], border).items()}}
 
 
 def summarize(rows: list[dict], out: Path) -> Summary:

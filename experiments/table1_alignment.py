@@ -21,7 +21,7 @@ from jaxir.restorers import registered
 from jaxir.study.cells import RESTORE_STREAM, cell_key, score, to_8bit
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers
 from jaxir.study.inputs import crop_border
-from jaxir.study.sweep import judge, mean_by
+from jaxir.study.sweep import TRADITIONAL, judge, mean_by
 
 LQ = "LQ input"
 MEASURE = f"alignment:{A.DEFAULT_PRESET}"
@@ -76,7 +76,7 @@ def alignment_summary(rows: list[dict], metric: str) -> Summary:
     for (level, model), v in sorted(table.items()):
         lines.append(f"| {level} | {model} | {v[metric]:.4f} | {v['ssim']:.4f} |")
     for level in sorted({lv for lv, _ in table}):
-        others = [v[metric] for (lv, m), v in table.items() if lv == level and family[m] != "cldm"]
+        others = [v[metric] for (lv, m), v in table.items() if lv == level and family[m] in TRADITIONAL]
         for (lv, m), v in table.items():
             if lv == level and family[m] == "cldm" and others:
                 met.append(v[metric] > min(others))

@@ -28,17 +28,17 @@ def plan(options: Options) -> Plan:
     usable, unavailable = available_restorers(options.models or list(registered()))
     restorers = registered()
     levels = options.levels or parse_levels("sr4,blur2,blur8")
-    cells = tuple(Cell("restore+image", model, level, image.name, options.seed)
-                  for image in options.images for level in levels for model in usable
-                  if restorers[model].handles(level))
+    cells = tuple(Cell("restore+image", model, level, image, options.seed)
+                  for level, image in options.inputs(levels) for model in usable if restorers[model].handles(level))
     return Plan(cells, unavailable, (f"zoom box: top {BOX[0]:.0%}, left {BOX[1]:.0%} of the image, side "
                                      f"{BOX[2]:.0%} of its shorter side",))
 
 
-def evaluate(cell: Cell, gt: np.ndarray) -> dict:
-    """The restoration cell with its images: ground truth, LQ (nearest-enlarged to the GT's size), output."""
+def evaluate(cell: Cell, gt: np.ndarray, lq: np.ndarray | None = None) -> dict:
+    """The restoration cell with its images: ground truth, LQ (nearest-enlarged to the GT's size), output. ``lq``:
+    the dataset's LQ of a captured level."""
     key = cell_key(cell.seed, cell.level, cell.image)
-    lq = cell.level(gt[None], key)
+    lq = cell.level(gt[None], key) if lq is None else lq[None]
     out = to_8bit(registered()[cell.model].restore(lq, cell.level, jax.random.fold_in(key, RESTORE_STREAM), [0]))
     lq8 = to_8bit(lq)[0]
     rows = np.minimum((np.arange(gt.shape[0]) * lq8.shape[0]) // gt.shape[0], lq8.shape[0] - 1)

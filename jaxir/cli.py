@@ -44,24 +44,37 @@ def cmd_study(args) -> int:
 
 def cmd_experiment(args) -> int:
     import experiments
-    from jaxir.data import bundled_photos, read_folder
+    from jaxir.data import bundled_photos, div2k, paired_folders, read_folder
+    from jaxir.degradations.captured import GOPRO, Captured
     from jaxir.degradations.levels import parse_levels
-    from jaxir.study.experiment import Options
+    from jaxir.study.experiment import CapturedPair, Options
     from jaxir.study.inputs import screen_images
 
+    div2k_split = args.div2k or ("validation" if args.full and not (args.images or args.photos) else None)
     if args.images:
         records, failures = read_folder(args.images, alpha=args.alpha, max_pixels=args.max_pixels)
+    elif div2k_split:
+        records, failures = [hr for hr, _ in div2k(div2k_split, data_dir=args.data_dir, manual_dir=args.manual_dir)], []
     else:
         default = None if args.full else list(experiments.DEFAULT_PHOTOS)
         chosen = None if args.photos == "all" else args.photos.split(",") if args.photos else default
         records, failures = bundled_photos(chosen), []
+    pairs = []
+    if args.gopro:
+        level = Captured(dataset=GOPRO, kind="deblur")
+        pairs = [CapturedPair(level, gt, lq) for gt, lq in paired_folders(args.gopro, alpha=args.alpha,
+                                                                         max_pixels=args.max_pixels)]
     crop = (0 if args.full else experiments.DEFAULT_CROP) if args.crop is None else args.crop
     if crop:
         records = [experiments.centre_crop(r, crop) for r in records]
+        pairs = [CapturedPair(p.level, experiments.centre_crop(p.gt, crop), experiments.centre_crop(p.lq, crop))
+                 for p in pairs]
     levels = parse_levels(args.levels) if args.levels else None
     records, _ = screen_images(records, failures, levels or parse_levels(DEFAULT_LEVELS), 4)
+    if pairs:
+        screen_images([p.gt for p in pairs], [], [pairs[0].level], 4)
     options = Options(tuple(records), tuple(args.models.split(",")) if args.models else None, levels, args.seed,
-                      args.full, args.batch)
+                      args.full, args.batch, tuple(pairs))
     runs, failed = experiments.run(args.names, options, Path(args.out), progress=not args.quiet)
     for run in runs:
         print(f"{run.experiment.name}: {run.summary.verdict} — {len(run.rows)} cells ({run.computed} computed, "
@@ -215,7 +228,8 @@ def _train_restorer(args, config) -> str:
 def _train_vae(args, config) -> str:
     from jaxir.train.vae import VAEData, small_vae_config, train_vae
 
-    data = VAEData(batch=args.batch, crop=args.crop, loss=args.loss or "l2", lpips_weight=args.lpips_weight)
+    data = VAEData(batch=args.batch, crop=args.crop, loss=args.loss or "l2", lpips_weight=args.lpips_weight,
+                   disc_weight=args.disc_weight, disc_start=args.disc_start)
     path = train_vae(args.out, model_config=small_vae_config(args.z_channels), train_config=config, data=data,
                      seed=args.seed, progress=not args.quiet, command=_train_command())
     return f"trained autoencoder written to {path}"
@@ -338,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--z-channels", type=int, default=8, help="vae: latent channels")
     trainer.add_argument("--lpips-weight", type=float, default=0.0,
                          help="vae: weight of the LPIPS term (needs converted LPIPS alex weights)")
+    trainer.add_argument("--disc-weight", type=float, default=0.0,
+                         help="vae: weight of LDM's PatchGAN term, adaptively balanced (SD's autoencoders: 0.5)")
+    trainer.add_argument("--disc-start", type=int, default=0, help="vae: the step the PatchGAN term starts at")
     trainer.add_argument("--vae", help="ldm: the autoencoder checkpoint (the model of --task vae)")
     trainer.add_argument("--ldm", help="cldm: the latent diffusion checkpoint (the model of --task ldm)")
     trainer.add_argument("--pool", type=int, default=2048, help="ldm/cldm: dead-leaves crops made and encoded once")
@@ -370,11 +387,21 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--alpha", default="error", choices=("error", "drop", "white", "black"))
     experiment.add_argument("--levels", help="comma-separated levels (default: each experiment's own)")
     experiment.add_argument("--seed", type=int, default=0, help="cell keys as in jaxir study")
+    experiment.add_argument("--div2k", metavar="SPLIT",
+                            help="clean images: DIV2K's HR images through tensorflow-datasets, e.g. validation or "
+                                 "validation[:10] (the default with --full and no --images/--photos)")
+    experiment.add_argument("--data-dir", help="tensorflow-datasets data_dir for --div2k (tfds' default if unset)")
+    experiment.add_argument("--manual-dir", help="folder of already downloaded DIV2K zips (official names)")
+    experiment.add_argument("--gopro", metavar="DIR",
+                            help="GoPro test set (GOPRO_Large/test: <scene>/sharp, <scene>/blur): its real motion "
+                                 "blur as one more level, 'GoPro (captured deblur)', in fig1, fig2 and visual")
     experiment.add_argument("--full", action="store_true",
-                            help="the study's setting: its models (converted checkpoints), levels and values")
+                            help="the study's setting: its models (converted checkpoints), levels and values, on "
+                                 "DIV2K's validation images (--div2k) and, with --gopro, the GoPro test set")
     experiment.add_argument("--batch", type=int, default=1,
-                            help="restoration cells that differ only in their key (seed, image of one size) run N at "
-                                 "a time through one program, sharded over all devices (default 1)")
+                            help="restoration cells that differ only in their key (seed, image of one size) or in "
+                                 "traced settings (start timestep, scales, η) run N at a time through one program, "
+                                 "sharded over all devices (default 1)")
     experiment.add_argument("--quiet", action="store_true", help="no progress bar")
     experiment.set_defaults(func=cmd_experiment)
     for command in (study, restore, trainer, experiment):

@@ -192,6 +192,36 @@ def test_table2_vae_row_is_the_round_trip(tmp_path, images):
     assert "LPIPS not computed" in (tmp_path / "table2" / "report.md").read_text()
 
 
+def test_table2_lpips_with_random_weight_network(tmp_path, images, monkeypatch):
+    """With an LPIPS (AlexNet) checkpoint where the metric looks for it (random weights here), table2's round trip
+    and restoration rows carry LPIPS: the metric applied by hand to the direct restoration and round trip."""
+    from jaxir.metrics import lpips as lpips_metric
+    from jaxir.models.lpips_backbones import LPIPSConfig, LPIPSNetwork
+    from jaxir.pipelines.autoencoder import roundtrip
+
+    monkeypatch.setenv("JAXIR_CHECKPOINTS", str(tmp_path / "weights"))
+    config = LPIPSConfig("alex")
+    params = LPIPSNetwork(config).init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32),
+                                       method=lambda network, x: network.heads(network(x)))["params"]
+    save(lpips_metric.checkpoint_dir("alex"), "lpips", config, params)
+    run = run_experiment(experiments.get("table2"), Options(images, levels=(SR2,)), tmp_path / "exp", progress=False)
+    rows = {r["measure"]: r for r in run.rows}
+    assert set(rows) == {"vae_round_trip+lpips", "restore+lpips"}
+    gt = images[0].image
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), zlib.crc32(b"SR x2")), zlib.crc32(b"astronaut"))
+    out = registered()["jaxir_cldm"].restore(SR2(gt[None], key), SR2, jax.random.fold_in(key, zlib.crc32(b"restore")),
+                                             [0])
+    out = np.asarray(quantize_uint8(out), np.float32) / 255.0
+    restored = rows["restore+lpips"]
+    close(restored, direct("jaxir_cldm", gt, SR2))
+    assert restored["lpips"] == pytest.approx(float(lpips_metric.lpips(out, gt[None], "alex")[0]), abs=1e-6)
+    model, vae_params = load_autoencoder(SHIPPED / "jaxir_cldm")
+    trip = np.asarray(quantize_uint8(roundtrip(model, vae_params, gt[None])), np.float32) / 255.0
+    assert rows["vae_round_trip+lpips"]["lpips"] == pytest.approx(float(lpips_metric.lpips(trip, gt[None])[0]),
+                                                                  abs=1e-6)
+    assert "| LPIPS |" in run.summary.table
+
+
 def test_fig1_fig2_share_cells_with_each_other_and_match_the_study(tmp_path, images):
     """fig2 and fig1 plan the same cells (fig1 computes none after fig2), and their rows are ``jaxir study``'s
     numbers for the same images, levels and seed."""
@@ -358,17 +388,43 @@ def test_batched_cells_equal_the_cells_run_alone(tmp_path):
         assert abs(a["psnr"] - b["psnr"]) < 0.01 and abs(a["ssim"] - b["ssim"]) < 1e-4 and a["psnr"] != 0
 
 
+def test_cells_that_differ_in_traced_settings_run_as_one_batch(tmp_path, images):
+    """A start-timestep sweep with --batch: the three t_start cells (η too in a second sweep) run as one padded
+    batch through one compiled sampler; every row equals the restoration run by hand with its own settings (up to
+    the float rounding of batched arithmetic), and a batch of new values compiles nothing."""
+    gt = images[0].image
+    sweep = dataclasses.replace(fig6_start_timestep.SWEEP, values=(100, 400, 700))
+    options = Options(images, levels=(SR2,), batch=4)
+    first = run_experiment(sweep.experiment(), options, tmp_path, progress=False)
+    assert first.computed == 3 and first.compilations > 0
+    for row in first.rows:
+        want = direct("jaxir_cldm", gt, SR2, start_from_condition=True, t_start=row["t_start"])
+        assert abs(row["psnr"] - want["psnr"]) < 0.01 and abs(row["ssim"] - want["ssim"]) < 1e-4
+    assert len({row["ssim"] for row in first.rows}) == 3
+    second = run_experiment(dataclasses.replace(sweep, values=(200, 300, 500)).experiment(), options, tmp_path,
+                            progress=False)
+    assert second.computed == 3 and second.compilations == 0
+    restorer = registered()["jaxir_cldm"]
+    with pytest.raises(JaxirInputError, match="differ only in traced settings"):
+        restorer.restore_per_sample(np.zeros((2, 48, 48, 3), np.float32), SR2, jax.random.key(0), None,
+                                    [restorer.settings, restorer.configure(steps=3).settings])
+
+
 BATCH_ON_8_DEVICES = """
 import sys
 from jaxir.cli import main
-sys.exit(main(["experiment", "fig2", "--out", sys.argv[1], "--models", "bicubic", "--levels", "sr2+noise0.05",
-               "--crop", "96", "--batch", "3", "--quiet"]))
+code = main(["experiment", "fig2", "--out", sys.argv[1], "--models", "bicubic", "--levels", "sr2+noise0.05",
+             "--crop", "96", "--batch", "3", "--quiet"])
+sys.exit(code or main(["experiment", "fig6", "--out", sys.argv[1], "--models", "jaxir_cldm", "--levels", "sr2",
+                       "--photos", "astronaut", "--crop", "96", "--batch", "8", "--quiet"]))
 """
 
 
-def test_a_batch_sharded_over_8_devices_equals_one_device(tmp_path):
+def test_a_batch_sharded_over_8_devices_equals_one_device(tmp_path, images):
     """Noisy degradations (per-sample keys) restored as one batch sharded over 8 forced host devices, against the
-    same cells run one at a time on one device: equal rows."""
+    same cells run one at a time on one device: equal rows. Then fig6's seven start timesteps as one CLDM batch
+    over the 8 devices (per-sample settings): the rows of the cells run alone, up to the float rounding of batched
+    arithmetic (an 8-bit pixel may flip)."""
     import os
     import subprocess
     import sys
@@ -387,6 +443,51 @@ def test_a_batch_sharded_over_8_devices_equals_one_device(tmp_path):
     for row in alone.rows:
         for metric in ("psnr", "ssim", "niqe"):
             assert sharded[row["key"]][metric] == pytest.approx(row[metric], abs=1e-6)
+    sweep = run_experiment(experiments.get("fig6"), Options(images, models=("jaxir_cldm",), levels=(SR2,)),
+                           tmp_path / "one", progress=False)
+    with CellStore(tmp_path / "mesh" / "cells.sqlite") as store:
+        sharded = {r["key"]: r for r in store.rows([r["key"] for r in sweep.rows])}
+    assert len(sharded) == len(sweep.rows) == len(fig6_start_timestep.SWEEP.values)
+    for row in sweep.rows:
+        got = sharded[row["key"]]
+        assert abs(got["psnr"] - row["psnr"]) < 0.01 and abs(got["ssim"] - row["ssim"]) < 1e-4
+        assert abs(got["niqe"] - row["niqe"]) < 0.05
+
+
+def test_gopro_pairs_are_a_captured_level_of_their_own(tmp_path):
+    """``--gopro DIR`` (GoPro's <scene>/{sharp,blur} layout): each pair is restored at the captured level
+    'GoPro (captured deblur)' beside the synthetic levels — by restorers of its task, not by the non-blind Wiener
+    (no kernel) — scored against its own sharp frame (bicubic is the identity here: the row is the LQ's own
+    PSNR/SSIM/NIQE); visual shows it; fig2 plots it as a panel of its own."""
+    from jaxir.data import save_image
+    from jaxir.data.images import load_image
+
+    crops = [experiments.centre_crop(r, 96) for r in bundled_photos(["coffee", "chelsea"])]
+    blur = parse_level("blur3")
+    for scene, record in zip(("GOPR0001_00_00", "GOPR0002_00_00"), crops):
+        save_image(tmp_path / "gopro" / scene / "sharp" / "000001.png", record.image)
+        save_image(tmp_path / "gopro" / scene / "blur" / "000001.png", np.asarray(blur(record.image[None]))[0])
+    code = main(["experiment", "fig2", "visual", "--gopro", str(tmp_path / "gopro"), "--models", "bicubic,wiener",
+                 "--levels", "blur2", "--photos", "astronaut", "--crop", "96", "--out", str(tmp_path / "out"),
+                 "--quiet"])
+    assert code == 0
+    import csv
+
+    rows = [{**r, "psnr": float(r["psnr"]), "niqe": float(r["niqe"])}
+            for r in csv.DictReader((tmp_path / "out" / "fig2" / "results.csv").open(encoding="utf-8"))]
+    captured = [r for r in rows if r["level"] == "GoPro (captured deblur)"]
+    assert sorted(r["image"] for r in captured) == ["GOPR0001_00_00/000001", "GOPR0002_00_00/000001"]
+    assert {r["model"] for r in captured} == {"bicubic"}
+    assert {(r["model"], r["level"]) for r in rows if r["level"] != "GoPro (captured deblur)"} == {
+        ("bicubic", "blur σ=2"), ("wiener", "blur σ=2")}
+    for row in captured:
+        gt = load_image(tmp_path / "gopro" / (row["image"].replace("/", "/sharp/") + ".png"))
+        lq = load_image(tmp_path / "gopro" / (row["image"].replace("/", "/blur/") + ".png"))
+        assert row["psnr"] == pytest.approx(float(psnr(lq[None], gt[None], y_channel=True)[0]), abs=1e-9)
+        assert row["niqe"] == pytest.approx(float(niqe(lq[None])[0]), abs=1e-6)
+    visual = list((tmp_path / "out" / "visual").glob("*.png"))
+    assert any("GOPR0001" in p.name for p in visual), visual
+    assert "GoPro (captured deblur)" in (tmp_path / "out" / "fig2" / "report.md").read_text()
 
 
 def test_one_failing_experiment_never_costs_the_others(tmp_path, images, monkeypatch):

@@ -273,6 +273,20 @@ def test_pipeline_equals_manual_composition(tiny, base):
     assert set(params) - set(pipeline(tiny).params) == set(P.TEXT_TOWERS) == {"clip_l", "clip_g"}
 
 
+def test_x0_trajectory_ends_in_the_restoration(tiny, base):
+    """Fig. 9 for SUPIR: ``x0_trajectory`` returns the restoration itself (the same run) and one decoded,
+    colour-fixed x0 prediction per step at the clean size; Euler's last step lands on its x0 prediction, so the
+    last one is the restoration."""
+    with jax.default_matmul_precision("highest"):
+        final, x0s = pipeline(tiny).x0_trajectory(base["lq"][1:], DEG, jax.random.key(0), sample_ids=[1])
+    assert len(x0s) == STEPS and all(x0.shape == (1, *CLEAN, 3) for x0 in x0s)
+    np.testing.assert_allclose(np.asarray(final), base["alone"], atol=1e-6)
+    last = float(np.abs(np.asarray(x0s[-1]) - base["alone"]).max())
+    first = float(np.abs(np.asarray(x0s[0]) - base["alone"]).max())
+    print(f"x0 trajectory: first step {first:.3e}, last step {last:.3e} from the restoration")
+    assert last <= 1e-5 < first
+
+
 def test_latent_and_vae_tiling(tiny, base):
     """24-pixel latent tiles with stride 8 (2 × 2 tiles on the 32×32 latent) and a 32-pixel tiled VAE (overlap 16)
     give a finite image of the clean size, different from the untiled one; tiles must suit the UNet. (One tile

@@ -178,29 +178,36 @@ def test_pixel_space_variant_trains_the_unet_on_pixels(tmp_path):
         train_ldm(tmp_path / "x", None, data=DiffusionData())
 
 
-def test_ceiling_table_scores_the_round_trip_and_resumes(tiny_cldm, tmp_path):
-    """Table 2's rows: the PSNR of D(mode(E(x))) as computed by hand, from any checkpoint holding the autoencoder
-    (kind vae or diffbir_cldm: the same numbers); a second call reads the finished rows instead of recomputing."""
+def test_table2_scores_the_round_trip_of_any_autoencoder_checkpoint(tiny_cldm, tmp_path, monkeypatch):
+    """``jaxir experiment table2 --models CHECKPOINT…``: the round trip D(mode(E(x))) as computed here by hand
+    (tiled: 48-px tiles on 96×104 images), from any checkpoint holding the autoencoder (kind vae or diffbir_cldm:
+    the same numbers); a checkpoint without one is listed as unavailable; a rerun computes nothing."""
+    from experiments import table2_vae
     from jaxir.data.images import ImageRecord
     from jaxir.metrics import psnr
     from jaxir.metrics.color import quantize_uint8
-    from jaxir.study.ceiling import ceiling_markdown, ceiling_table, roundtrip
-    from jaxir.pipelines.autoencoder import load_autoencoder
+    from jaxir.pipelines.autoencoder import load_autoencoder, roundtrip
+    from jaxir.study.experiment import Options, run_experiment
 
-    images = [ImageRecord(f"img{i}", np.asarray(jax.random.uniform(jax.random.key(i), (100, 106, 3))), "test")
-              for i in range(2)]   # NIQE needs 96² at least; cropped to 96 × 104
-    rows = ceiling_table({"vae": tiny_cldm[1], "cldm": tiny_cldm[3]}, images, tmp_path, tile=48, progress=False)
+    monkeypatch.setattr(table2_vae, "TILE", 48)
+    images = tuple(ImageRecord(f"img{i}", np.asarray(jax.random.uniform(jax.random.key(i), (100, 106, 3))), "test")
+                   for i in range(2))   # NIQE needs 96² at least; cropped to 96 × 104
+    unet_only = _unet_only(tmp_path)
+    options = Options(images, models=(str(tiny_cldm[1]), str(tiny_cldm[3]), str(unet_only)))
+    run = run_experiment(table2_vae.EXPERIMENT, options, tmp_path / "out", progress=False)
     model, params = load_autoencoder(tiny_cldm[1])
     x = jnp.asarray(images[1].image[:96, :104])[None]
     expected = float(psnr(quantize_uint8(roundtrip(model, params, x, tile=48)) / 255.0, x, y_channel=True)[0])
-    by_key = {(r["restorer"], r["image"]): r for r in rows}
-    assert len(rows) == 4 and by_key[("vae", "img1")]["psnr"] == pytest.approx(expected, abs=1e-6)
-    assert by_key[("cldm", "img1")]["psnr"] == pytest.approx(expected, abs=1e-6)
-    again = ceiling_table({"vae": tiny_cldm[1]}, images, tmp_path, tile=48, progress=False)
-    assert [r["seconds"] for r in again] == pytest.approx([r["seconds"] for r in rows], abs=1e-6)
-    assert "| vae |" in ceiling_markdown(rows)
+    by_key = {(r["model"], r["image"]): r for r in run.rows}
+    assert len(run.rows) == 4 and by_key[(str(tiny_cldm[1]), "img1")]["psnr"] == pytest.approx(expected, abs=1e-6)
+    assert by_key[(str(tiny_cldm[3]), "img1")]["psnr"] == pytest.approx(expected, abs=1e-6)
+    summary = json.loads((tmp_path / "out" / "table2" / "summary.json").read_text())
+    assert "no autoencoder" in summary["unavailable"][str(unet_only)]
+    assert "VAE round trip, PSNR per image" in run.summary.table
+    again = run_experiment(table2_vae.EXPERIMENT, options, tmp_path / "out", progress=False)
+    assert again.computed == 0 and [r["psnr"] for r in again.rows] == [r["psnr"] for r in run.rows]
     with pytest.raises(JaxirInputError, match="no autoencoder"):
-        load_autoencoder(_unet_only(tmp_path))
+        load_autoencoder(unet_only)
 
 
 def _unet_only(tmp_path):

@@ -10,6 +10,10 @@ from jaxir.data.images import IMAGE_SUFFIXES, ImageRecord, load_image
 from jaxir.errors import ImageLoadError, JaxirInputError
 
 
+GOPRO_HOW = ("download GOPRO_Large.zip (https://seungjunnah.github.io/Datasets/gopro) and pass --gopro "
+             "GOPRO_Large/test (its <scene>/sharp and <scene>/blur frames are the pairs)")
+
+
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Image files under ``folder`` in a stable (sorted) order."""
     folder = Path(folder)

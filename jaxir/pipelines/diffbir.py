@@ -36,12 +36,16 @@ from jaxir.diffusion.noise import sampler_noise
 from jaxir.errors import JaxirInputError
 from jaxir.batches import check_images, clean_size, pad_to_multiple
 from jaxir.pipelines.colorfix import COLOR_FIXES
-from jaxir.pipelines.sampling import SAMPLERS, Conditions, SamplerSpec, sample_latent, sampler_values, start_latent
+from jaxir.pipelines.sampling import (SAMPLERS, Conditions, SamplerSpec, sample_latent, sample_latent_per_sample,
+                                      sampler_values, stack_values, start_latent, start_latents)
 from jaxir.tiling import tiled_apply
 
 LATENT_FACTOR = 8            # SD's VAE; other models use their own (``pad_multiple``)
 PAD_MULTIPLE = 64            # DiffBIR pads the condition to a multiple of 64 (without tiling)
 MIN_SHORT_EDGE = 512         # DiffBIR's stage-2 condition images are at least 512 on the short side
+# settings that enter the sampler as traced values: samples of one batch may differ in them
+TRACED_SETTINGS = ("t_start", "cfg_scale", "strength", "s_churn", "s_tmin", "s_tmax", "s_noise", "eta",
+                   "guidance_scale", "guidance_t_start", "guidance_t_stop")
 # inference.py's negative prompt for the v2 paper runs, and DEFAULT_POS/NEG_PROMPT for v2.1
 V2_NEG_PROMPT = "low quality, blurry, low-resolution, noisy, unsharp, weird textures"
 V21_POS_PROMPT = ("Cinematic, High Contrast, highly detailed, taken using a Canon EOS R camera, hyper detailed photo "
@@ -114,6 +118,14 @@ class DiffBIRSettings:
         if version not in presets:
             raise JaxirInputError(f"unknown DiffBIR version {version!r}; choose from {', '.join(presets)}")
         return dataclasses.replace(cls(**presets[version]), **overrides)
+
+    def static_part(self) -> tuple:
+        """What of these settings is compiled in: every setting but the traced ones (:data:`TRACED_SETTINGS`), and
+        of those whether CFG runs and whether a start timestep is set. Runs with equal static parts share one
+        compiled program, each sample with its own traced values (:meth:`DiffBIR.per_sample`)."""
+        fixed = tuple((f.name, getattr(self, f.name)) for f in dataclasses.fields(self)
+                      if f.name not in TRACED_SETTINGS)
+        return (*fixed, ("use_cfg", self.cfg_scale != 1.0), ("from_t_start", self.t_start is not None))
 
     def stage1_for(self, task: str) -> str:
         table = dict(self.stage1)
@@ -225,14 +237,18 @@ class DiffBIR:
             return tiled_apply(fn, z, tile, s.vae_tile_overlap // self.factor, scale=self.factor)
         return fn(z)
 
-    def restore_condition(self, cond_img: jax.Array, key: jax.Array, sample_ids=None, trajectory: bool = False):
+    def restore_condition(self, cond_img: jax.Array, key: jax.Array, sample_ids=None, trajectory: bool = False,
+                          per_sample: Sequence[DiffBIRSettings] | None = None):
         """Steps 3–5 on a condition image (NHWC in [0, 1]): the colour-fixed restoration at the condition's size
-        (and with ``trajectory`` the decoded x0 prediction of every step, (steps, B, H, W, 3))."""
+        (and with ``trajectory`` the decoded x0 prediction of every step, (steps, B, H, W, 3)). ``per_sample``:
+        settings for each sample that differ from the pipeline's only in traced values (:meth:`per_sample`)."""
         s = self.settings
         n, h, w = cond_img.shape[:3]
         sample_ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids)
         if len(sample_ids) != n:
             raise JaxirInputError(f"{len(sample_ids)} sample ids for a batch of {n}")
+        if per_sample is not None and (len(per_sample) != n or trajectory):
+            raise JaxirInputError(f"per-sample settings: one per sample ({len(per_sample)} for {n}), no trajectory")
         if self.mesh is not None:
             cond_img, sample_ids = parallel.shard_samples(cond_img, sample_ids, self.mesh)
         padded = pad_to_multiple(cond_img, self.pad_multiple)
@@ -243,10 +259,18 @@ class DiffBIR:
         c_txt = jnp.broadcast_to(prompt, (b, *prompt.shape[1:]))
         c_neg = jnp.broadcast_to(self._text(s.neg_prompt), c_txt.shape)
         x_T, noise = sampler_noise(key, c_img.shape, spec.steps, sample_ids)
-        x_T = start_latent(self._alphas_cumprod, spec, values, c_img, x_T, s.start_from_condition, s.t_start)
         target = padded * 2.0 - 1.0 if spec.guidance_space == "rgb" else None
-        out = sample_latent(self.model, self.params, spec, Conditions(c_img, c_txt, c_neg, target), x_T, noise,
-                            values, trajectory=trajectory)
+        cond = Conditions(c_img, c_txt, c_neg, target)
+        if per_sample is None:
+            x_T = start_latent(self._alphas_cumprod, spec, values, c_img, x_T, s.start_from_condition, s.t_start)
+            out = sample_latent(self.model, self.params, spec, cond, x_T, noise, values, trajectory=trajectory)
+        else:
+            settings = list(per_sample) + [per_sample[-1]] * (b - n)   # the mesh's padding samples
+            sample_values = [p.values(self._alphas_cumprod, spec) for p in settings]
+            x_T = start_latents(self._alphas_cumprod, spec, sample_values, c_img, x_T, s.start_from_condition,
+                                [p.t_start for p in settings])
+            out = sample_latent_per_sample(self.model, self.params, spec, cond, x_T, noise,
+                                           stack_values(sample_values))
         z, x0s = out if trajectory else (out, None)
         lh, lw = -(-h // self.factor), -(-w // self.factor)
         image = COLOR_FIXES[s.color_fix](self.decode(z[:, :lh, :lw])[:, :h, :w], cond_img)[:n]
@@ -258,11 +282,43 @@ class DiffBIR:
                  sample_ids: Sequence[int] | None = None) -> jax.Array:
         """The restored batch at the clean size, in [0, 1]; sample b draws from ``fold_in(key, sample_ids[b])``
         (default ids ``0..B−1``)."""
+        return self.per_sample(lq, degradation, key, sample_ids, None)
+
+    def per_sample(self, lq, degradation: Degradation, key: jax.Array, sample_ids: Sequence[int] | None,
+                   settings: Sequence[DiffBIRSettings] | None) -> jax.Array:
+        """:meth:`__call__` with sample b sampled under ``settings[b]`` (None: the pipeline's own settings), which
+        may differ from the pipeline's in traced values only (equal :meth:`DiffBIRSettings.static_part`): a sweep
+        over start timesteps, scales or η runs as one batch through one compiled sampler. Sample b computes what a
+        pipeline with ``settings[b]`` computes for it alone."""
+        if settings is not None:
+            static = self.settings.static_part()
+            for other in settings:
+                if other.static_part() != static:
+                    changed = [f for (f, v), (_, w) in zip(static, other.static_part()) if v != w]
+                    raise JaxirInputError(f"per-sample settings may differ only in {', '.join(TRACED_SETTINGS)}; "
+                                          f"these differ: {', '.join(changed)}")
         lq = check_images(lq)
         sample_ids = np.arange(lq.shape[0]) if sample_ids is None else np.asarray(sample_ids)
         out_size = clean_size(lq.shape[1], lq.shape[2], degradation)
         cond_img = self.condition_image(lq, degradation, key, sample_ids)
-        restored = self.restore_condition(cond_img, key, sample_ids)
+        return self._at_clean_size(self.restore_condition(cond_img, key, sample_ids, per_sample=settings), out_size)
+
+    def x0_trajectory(self, lq, degradation: Degradation, key: jax.Array,
+                      sample_ids: Sequence[int] | None = None) -> tuple[jax.Array, list[jax.Array]]:
+        """(the restored batch as :meth:`__call__` returns it, the x0 prediction of every sampling step decoded,
+        colour-fixed towards the condition image and brought to the clean size the same way): the study's
+        Fig. 9."""
+        lq = check_images(lq)
+        sample_ids = np.arange(lq.shape[0]) if sample_ids is None else np.asarray(sample_ids)
+        out_size = clean_size(lq.shape[1], lq.shape[2], degradation)
+        cond_img = self.condition_image(lq, degradation, key, sample_ids)
+        final, x0s = self.restore_condition(cond_img, key, sample_ids, trajectory=True)
+        fix = COLOR_FIXES[self.settings.color_fix]
+        return (self._at_clean_size(final, out_size),
+                [self._at_clean_size(fix(x0, cond_img), out_size) for x0 in x0s])
+
+    @staticmethod
+    def _at_clean_size(restored: jax.Array, out_size: tuple[int, int]) -> jax.Array:
         if restored.shape[1:3] != out_size:
             restored = resize_torch(restored, size=out_size, mode="bicubic_aa")
         return parallel.gather(jnp.clip(restored, 0.0, 1.0))

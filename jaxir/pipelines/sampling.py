@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -153,11 +154,8 @@ def _restoration_guidance(model, params, spec: SamplerSpec, cond: Conditions, va
                                          loss=spec.guidance_loss, repeat=spec.guidance_repeat, decode=decode)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2), static_argnames=("trajectory",))
-def sample_latent(model, params, spec: SamplerSpec, cond: Conditions, x_T, noise, values: SamplerValues,
-                  trajectory: bool = False):
-    """z_0 (and with ``trajectory`` the x0 prediction of every step) from the starting latent ``x_T`` (standard
-    normal, or the noised condition of :func:`start_latent`) and per-step ``noise`` (steps, *x_T.shape)."""
+def _sample(model, params, spec: SamplerSpec, cond: Conditions, x_T, noise, values: SamplerValues,
+            trajectory: bool = False):
     schedule = values.schedule
     sigma_space = spec.sampler in EDM_SAMPLERS
     tables = (schedule.sigmas, schedule.timesteps) if sigma_space else ()
@@ -177,6 +175,46 @@ def sample_latent(model, params, spec: SamplerSpec, cond: Conditions, x_T, noise
     return (out[0], out[1].denoised) if trajectory else out
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2), static_argnames=("trajectory",))
+def sample_latent(model, params, spec: SamplerSpec, cond: Conditions, x_T, noise, values: SamplerValues,
+                  trajectory: bool = False):
+    """z_0 (and with ``trajectory`` the x0 prediction of every step) from the starting latent ``x_T`` (standard
+    normal, or the noised condition of :func:`start_latent`) and per-step ``noise`` (steps, *x_T.shape)."""
+    return _sample(model, params, spec, cond, x_T, noise, values, trajectory)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def sample_latent_per_sample(model, params, spec: SamplerSpec, cond: Conditions, x_T, noise,
+                             values: SamplerValues):
+    """:func:`sample_latent` for a batch whose samples each have their own traced values: every leaf of ``values``
+    has a leading sample axis (:func:`stack_values`), so samples that differ in start timestep, guidance or control
+    scales, η or churn run through one compiled program. Sample b computes exactly what it computes alone (the
+    network runs it as a batch of one, mapped over the samples)."""
+    one = lambda c, x, n, v: _sample(model, params, spec, c, x, n, v)[0]  # noqa: E731
+    single = jax.tree_util.tree_map(lambda a: None if a is None else a[:, None], cond)
+    return jax.vmap(one, in_axes=(0, 0, 1, 0))(single, x_T[:, None], noise[:, :, None], values)
+
+
+def stack_values(values: Sequence[SamplerValues]) -> SamplerValues:
+    """One :class:`SamplerValues` whose leaves carry a leading sample axis; every entry must have the same number
+    of steps (the static part of a run)."""
+    shapes = {tuple(np.shape(leaf) for leaf in jax.tree_util.tree_leaves(v)) for v in values}
+    if len(shapes) != 1:
+        raise JaxirInputError("per-sample sampler values must share their step count and schedule kind")
+    return jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(x, np.float32) for x in leaves]), *values)
+
+
+def start_factors(alphas_cumprod: np.ndarray, spec: SamplerSpec, values: SamplerValues,
+                  t_start: int | None) -> tuple[float, float, float, float]:
+    """``(a, s, d1, d2)`` of the condition start ``z = (a·c_img + s·x_T) / d1 / d2`` (:func:`start_latent`)."""
+    t0 = int(np.asarray(values.schedule.timesteps)[0])
+    a, s = float(np.sqrt(alphas_cumprod[t0])), float(np.sqrt(1.0 - alphas_cumprod[t0]))
+    if spec.sampler in SPACED_SAMPLERS or t_start is None:
+        return a, s, 1.0, 1.0
+    sigma0 = float(np.asarray(values.schedule.sigmas)[0])
+    return a, s, a, float(np.sqrt(1.0 + sigma0 ** 2))
+
+
 def start_latent(alphas_cumprod: np.ndarray, spec: SamplerSpec, values: SamplerValues, c_img, x_T,
                  from_condition: bool, t_start: int | None = None):
     """The sampler's starting latent: pure noise ``x_T``, or, with ``from_condition`` (DiffBIR's
@@ -186,10 +224,16 @@ def start_latent(alphas_cumprod: np.ndarray, spec: SamplerSpec, values: SamplerV
     ``c_img + σ₀·x_T``."""
     if not from_condition:
         return x_T
-    t0 = int(np.asarray(values.schedule.timesteps)[0])
-    a = float(np.sqrt(alphas_cumprod[t0]))
-    z = S.q_sample(c_img, x_T, a, float(np.sqrt(1.0 - alphas_cumprod[t0])))
-    if spec.sampler in SPACED_SAMPLERS or t_start is None:
-        return z
-    sigma0 = float(np.asarray(values.schedule.sigmas)[0])
-    return z / a / np.sqrt(1.0 + sigma0 ** 2)
+    a, s, d1, d2 = start_factors(alphas_cumprod, spec, values, t_start)
+    z = S.q_sample(c_img, x_T, a, s)
+    return z if (d1, d2) == (1.0, 1.0) else z / d1 / d2
+
+
+def start_latents(alphas_cumprod: np.ndarray, spec: SamplerSpec, values: Sequence[SamplerValues], c_img, x_T,
+                  from_condition: bool, t_starts: Sequence[int | None]):
+    """:func:`start_latent` per sample: sample b starts from its own ``values[b]`` and ``t_starts[b]``."""
+    if not from_condition:
+        return x_T
+    factors = np.array([start_factors(alphas_cumprod, spec, v, t) for v, t in zip(values, t_starts)], np.float32)
+    a, s, d1, d2 = (factors[:, i].reshape(-1, *([1] * (x_T.ndim - 1))) for i in range(4))
+    return S.q_sample(c_img, x_T, a, s) / d1 / d2

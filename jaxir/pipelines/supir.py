@@ -363,15 +363,17 @@ class SUPIRPipeline:
         return restore_edm.legacy_ddpm_sigmas(d.num_timesteps, d.linear_start, d.linear_end,
                                               num_steps=self.settings.steps)
 
-    def sample(self, x_init, noise, x_center, cond: dict, uncond: dict) -> jax.Array:
-        """Step 4: the restore-EDM sampler, tiled with ``tile_size``."""
+    def sample(self, x_init, noise, x_center, cond: dict, uncond: dict, trajectory: bool = False):
+        """Step 4: the restore-EDM sampler, tiled with ``tile_size`` (with ``trajectory`` also its
+        :class:`~jaxir.diffusion.samplers.Trajectory`)."""
         s = self.settings
         return sample_restore_edm(self.model, self.params, x_init, self.sigmas(), noise, x_center, cond, uncond,
-                                  s.values(), tile=s.tile_size, tile_stride=s.tile_stride)
+                                  s.values(), tile=s.tile_size, tile_stride=s.tile_stride, trajectory=trajectory)
 
-    def restore_image(self, image: jax.Array, key: jax.Array, sample_ids=None) -> jax.Array:
+    def restore_image(self, image: jax.Array, key: jax.Array, sample_ids=None, trajectory: bool = False):
         """Steps 2–5 on images already at the sampling size (NHWC in [0, 1]): the colour-fixed restoration at that
-        size, in [0, 1] (unclipped)."""
+        size, in [0, 1] (unclipped); with ``trajectory`` also the x0 prediction of every step, decoded and
+        colour-fixed as the output is (a list of ``steps`` batches)."""
         n = image.shape[0]
         sample_ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids)
         if len(sample_ids) != n:
@@ -381,8 +383,12 @@ class SUPIRPipeline:
         center, init, steps = self.noise(key, image.shape[:3], sample_ids)
         z_lq, x_stage1, x_center = self.stage1(image, center)
         cond, uncond = self.conditions(z_lq)
-        z = self.sample(init, steps, x_center, cond, uncond)
-        return stage1_color_fix(self.settings.color_fix, self.decode(z), x_stage1)[:n]
+        out = self.sample(init, steps, x_center, cond, uncond, trajectory)
+        finish = lambda z: stage1_color_fix(self.settings.color_fix, self.decode(z), x_stage1)[:n]  # noqa: E731
+        if not trajectory:
+            return finish(out)
+        z, path = out
+        return finish(z), [finish(x0) for x0 in path.denoised]
 
     def __call__(self, lq, degradation: Degradation, key: jax.Array,
                  sample_ids: Sequence[int] | None = None) -> jax.Array:
@@ -390,7 +396,20 @@ class SUPIRPipeline:
         ``fold_in(key, sample_ids[b])`` (default ``arange(B)``)."""
         lq = check_images(lq)
         out_size = clean_size(lq.shape[1], lq.shape[2], degradation)
-        restored = self.restore_image(self.sampling_image(lq, degradation.scale), key, sample_ids)
+        return self._at_clean_size(self.restore_image(self.sampling_image(lq, degradation.scale), key, sample_ids),
+                                   out_size)
+
+    def x0_trajectory(self, lq, degradation: Degradation, key: jax.Array,
+                      sample_ids: Sequence[int] | None = None) -> tuple[jax.Array, list[jax.Array]]:
+        """(the restored batch as :meth:`__call__` returns it, the x0 prediction of every sampling step decoded,
+        colour-fixed and brought to the clean size the same way): the study's Fig. 9 for SUPIR."""
+        lq = check_images(lq)
+        out_size = clean_size(lq.shape[1], lq.shape[2], degradation)
+        final, x0s = self.restore_image(self.sampling_image(lq, degradation.scale), key, sample_ids, trajectory=True)
+        return self._at_clean_size(final, out_size), [self._at_clean_size(x0, out_size) for x0 in x0s]
+
+    @staticmethod
+    def _at_clean_size(restored: jax.Array, out_size: tuple[int, int]) -> jax.Array:
         if restored.shape[1:3] == out_size:
             return jnp.clip(restored, 0.0, 1.0)
         return _resize_back(restored, out_size)

@@ -52,7 +52,9 @@ class Restorer:
     else the reason; accepts: an optional narrower test of the degradations it is meant for (e.g. the blur it was
     trained on); aliases: generic setting names (the CLI's named flags) → this restorer's field names; checkpoints:
     (settings, degradation) → the checkpoints (names or paths) a restoration of that degradation runs, stage 1
-    included (what :meth:`parameter_count` counts)."""
+    included (what :meth:`parameter_count` counts); static_part: settings → what of them is compiled in, for a
+    restorer whose built function also has ``per_sample(lq, degradation, key, ids, settings_list)`` (None: no
+    setting may vary within a batch)."""
 
     name: str
     build: Callable[[Any], RestoreFn]
@@ -65,11 +67,37 @@ class Restorer:
     accepts: Callable[[Degradation], bool] | None = None
     aliases: tuple[tuple[str, str], ...] = ()
     checkpoints: Callable[[Any, Degradation], tuple] = lambda settings, degradation: ()
+    static_part: Callable[[Any], Any] | None = None
 
     def restore(self, lq, degradation: Degradation, key: jax.Array,
                 sample_ids: Sequence[int] | None = None) -> jax.Array:
         """The restored batch; see the module docstring. ``lq`` must be float RGB in [0, 1] without NaN (checked
         here, where it is concrete: no restorer turns a NaN or 0..255 input into a silent result)."""
+        lq, ids = self._checked(lq, sample_ids)
+        return _built(self).restore(lq, degradation, key, ids)
+
+    def restore_per_sample(self, lq, degradation: Degradation, key: jax.Array, sample_ids: Sequence[int] | None,
+                           settings: Sequence[Any]) -> jax.Array:
+        """:meth:`restore` with sample b under ``settings[b]``: settings objects of this restorer's kind that share
+        its :meth:`static_settings` (they differ in traced values only: a start timestep, a scale, η), so the batch
+        runs through one compiled program; sample b computes what ``configure``-ing those settings computes for it
+        alone. A restorer without traced settings (``static_part`` None) takes only its own settings."""
+        lq, ids = self._checked(lq, sample_ids)
+        if len(settings) != lq.shape[0]:
+            raise JaxirInputError(f"{self.name}: {len(settings)} settings for a batch of {lq.shape[0]}")
+        if all(other == self.settings for other in settings):
+            return _built(self).restore(lq, degradation, key, ids)
+        static = self.static_settings()
+        if self.static_part is None or any(self.static_part(other) != static for other in settings):
+            raise JaxirInputError(f"{self.name}: the samples of one batch may differ only in traced settings")
+        return _built(self).restore.per_sample(lq, degradation, key, ids, list(settings))
+
+    def static_settings(self) -> Any:
+        """What of the settings is compiled into the restore program: restorations whose static settings are equal
+        can run as one batch (:meth:`restore_per_sample`); the whole settings when none are traced."""
+        return self.settings if self.static_part is None else self.static_part(self.settings)
+
+    def _checked(self, lq, sample_ids) -> tuple[jax.Array, np.ndarray]:
         lq, batched = as_rgb_batch(lq, f"{self.name}: input")
         if not batched:
             raise JaxirInputError(f"{self.name}: expected an NHWC RGB batch, got shape {lq.shape[1:]}")
@@ -77,7 +105,7 @@ class Restorer:
         ids = np.arange(lq.shape[0]) if sample_ids is None else np.asarray(sample_ids)
         if ids.shape != (lq.shape[0],):
             raise JaxirInputError(f"{self.name}: {len(ids)} sample ids for a batch of {lq.shape[0]}")
-        return _built(self).restore(lq, degradation, key, ids)
+        return lq, ids
 
     def configure(self, **overrides) -> Restorer:
         """A new restorer with ``overrides`` applied to its settings (see :func:`jaxir.settings.override`)."""
@@ -103,6 +131,10 @@ class Restorer:
                             if getattr(self.settings, f) != getattr(default.settings, f)))
 
     def handles(self, degradation: Degradation) -> bool:
+        """Whether this restorer is meant for ``degradation``: its task, the narrower ``accepts`` test, and a known
+        blur kernel for a non-blind restorer (a captured degradation has none)."""
+        if self.uses_known_degradation and degradation.task == "deblur" and degradation.kernel() is None:
+            return False
         return degradation.task in self.tasks and (self.accepts is None or self.accepts(degradation))
 
     def unavailable_reason(self) -> str | None:

@@ -85,7 +85,8 @@ def diffbir_restorer(name: str, settings: DiffBIRRestorerSettings, tasks: tuple[
                      how: str, accepts=None) -> Restorer:
     """Register a DiffBIR-pipeline restorer with ``settings`` as its defaults; ``how``: how to get its checkpoint."""
     return register(Restorer(name, diffbir_pipeline, tasks, "cldm", description, settings=settings,
-                             check=lambda s: check_diffbir(s, how), accepts=accepts, checkpoints=diffbir_checkpoints))
+                             check=lambda s: check_diffbir(s, how), accepts=accepts, checkpoints=diffbir_checkpoints,
+                             static_part=DiffBIRSettings.static_part))
 
 
 def supir_pipeline(settings: SUPIRRestorerSettings) -> SUPIRPipeline:

@@ -34,13 +34,13 @@ def cell_key(seed: int, level: Degradation, image: str) -> jax.Array:
     return jax.random.fold_in(key, zlib.crc32(image.encode()))
 
 
-def evaluate_cell(gt: np.ndarray, level: Degradation, restorer: Restorer,
-                  key: jax.Array) -> tuple[dict, np.ndarray, Totals]:
-    """Degrade ``gt`` with the cell ``key``, restore with the key's restorer stream, score; returns the metric row
-    (without identity columns, ``seconds`` net of compilation and loading), the 8-bit output, and the compilations
-    and loads the cell triggered."""
+def evaluate_cell(gt: np.ndarray, level: Degradation, restorer: Restorer, key: jax.Array,
+                  lq: np.ndarray | None = None) -> tuple[dict, np.ndarray, Totals]:
+    """Degrade ``gt`` with the cell ``key`` (or take the dataset's ``lq`` of a captured level), restore with the
+    key's restorer stream, score; returns the metric row (without identity columns, ``seconds`` net of compilation
+    and loading), the 8-bit output, and the compilations and loads the cell triggered."""
     with Meter() as meter:
-        lq = level(gt[None], key)
+        lq = level(gt[None], key) if lq is None else lq[None]
         out = restorer.restore(lq, level, jax.random.fold_in(key, RESTORE_STREAM), [0])
         if out.shape[1:3] != gt.shape[:2]:
             raise JaxirInputError(f"restorer {restorer.name!r} returned {out.shape[1:3]} for a {gt.shape[:2]} image")

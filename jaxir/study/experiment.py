@@ -36,6 +36,7 @@ from tqdm import tqdm
 from jaxir import atomic, parallel
 from jaxir.cost import Meter, Totals
 from jaxir.data.images import ImageRecord, crop_to_multiple, save_image
+from jaxir.degradations.captured import Captured
 from jaxir.degradations.pipeline import Degradation
 from jaxir.errors import JaxirInputError
 from jaxir.restorers import registered
@@ -67,6 +68,17 @@ def _effective_settings(model: str, overrides: tuple, registry: tuple) -> str:
     restorers = registered()
     settings = restorers[model].configure(**dict(overrides)).settings_json() if model in restorers else dict(overrides)
     return json.dumps(settings, sort_keys=True, default=str)
+
+
+def static_signature(model: str, overrides: tuple[tuple[str, Any], ...]) -> str:
+    """What of restorer ``model``'s settings with ``overrides`` is compiled in (:meth:`Restorer.static_settings`):
+    restoration cells with equal signatures (and level and image size) can run as one batch."""
+    return _static_signature(model, tuple(overrides), tuple(registered()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _static_signature(model: str, overrides: tuple, registry: tuple) -> str:
+    return repr(registered()[model].configure(**dict(overrides)).static_settings())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +120,9 @@ class Options:
     """What the command line chooses: models (restorer names; None = the experiment's default), images, levels
     (None = the experiment's default), the seed, ``full`` (the study's own setting instead of the offline
     default), and ``batch``: how many restoration cells that differ only in their key (seed, image of the same
-    size) run as one batch through one compiled program (:func:`restore_and_score_batch`)."""
+    size) or in traced settings run as one batch through one compiled program (:func:`restore_and_score_batch`);
+    ``pairs``: (GT, LQ) pairs of captured datasets (GoPro), restored at their own level beside the synthetic ones
+    by the experiments that compare restorers per level (:meth:`inputs`)."""
 
     images: tuple[ImageRecord, ...]
     models: tuple[str, ...] | None = None
@@ -116,6 +130,30 @@ class Options:
     seed: int = 0
     full: bool = False
     batch: int = 1
+    pairs: tuple[CapturedPair, ...] = ()
+
+    def inputs(self, levels: Sequence[Degradation]) -> list[tuple[Degradation, str]]:
+        """(level, image name) of the restorations an experiment over ``levels`` runs: every synthetic level on
+        every image, then each captured pair at its own level (a captured level is given by its dataset)."""
+        return ([(level, image.name) for level in levels for image in self.images]
+                + [(pair.level, pair.gt.name) for pair in self.pairs])
+
+    def records(self) -> tuple[ImageRecord, ...]:
+        """Every clean image the cells may name: the images, then the ground truths of the pairs."""
+        return self.images + tuple(pair.gt for pair in self.pairs)
+
+    def captured(self) -> dict[tuple[str, Degradation], np.ndarray]:
+        """{(GT name, captured level): LQ image} of the pairs."""
+        return {(pair.gt.name, pair.level): pair.lq.image for pair in self.pairs}
+
+
+@dataclasses.dataclass(frozen=True)
+class CapturedPair:
+    """A (GT, LQ) pair of a dataset whose degradation happened in the camera (:class:`Captured`, e.g. GoPro)."""
+
+    level: Captured
+    gt: ImageRecord
+    lq: ImageRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,36 +202,41 @@ def ground_truth(record: ImageRecord, level: Degradation | None, multiple: int =
     return crop_to_multiple(record.image, math.lcm(multiple, int(round(level.scale))) if level else multiple)
 
 
-def restore_and_score(cell: Cell, gt: np.ndarray) -> dict:
+def restore_and_score(cell: Cell, gt: np.ndarray, lq: np.ndarray | None = None) -> dict:
     """A restoration cell as the study computes it (:func:`jaxir.study.cells.evaluate_cell`): the registered
     restorer ``cell.model`` with ``cell.settings``, the study's cell key, 8-bit output, Y-PSNR/SSIM and NIQE;
-    ``seconds`` net of compilation and loading."""
+    ``seconds`` net of compilation and loading. ``lq``: the dataset's LQ image of a captured level."""
     restorer = registered()[cell.model].configure(**dict(cell.settings))
-    metrics, _, _ = evaluate_cell(gt, cell.level, restorer, cell_key(cell.seed, cell.level, cell.image))
+    metrics, _, _ = evaluate_cell(gt, cell.level, restorer, cell_key(cell.seed, cell.level, cell.image), lq)
     return metrics
 
 
 def restore_and_score_batch(cells: Sequence[Cell], gts: Sequence[np.ndarray], batch: int,
-                            mesh: jax.sharding.Mesh | None = None) -> list[dict]:
-    """Restoration cells of one restorer, settings, level and image size as one batch: each sample gets its own
-    cell key (:func:`jaxir.keys.per_sample_keys` takes one key per sample), so sample b draws exactly what its
-    cell draws alone and the result equals :func:`restore_and_score`'s up to float rounding (the same noise; the
-    arithmetic of a batched program may round differently). The batch is padded to ``batch`` samples (the last
-    cell repeated, so one program serves every chunk) and to a multiple of the ``mesh`` size, over whose ``data``
-    axis it is sharded. ``seconds``: the batch's net time divided by its cells."""
+                            mesh: jax.sharding.Mesh | None = None,
+                            lqs: Sequence[np.ndarray] | None = None) -> list[dict]:
+    """Restoration cells of one restorer, static settings (:func:`static_signature`), level and image size as one
+    batch: each sample gets its own cell key (:func:`jaxir.keys.per_sample_keys` takes one key per sample) and its
+    own cell's settings (:meth:`Restorer.restore_per_sample`: traced values such as a start timestep or a scale
+    differ per sample in one compiled program), so sample b draws exactly what its cell draws alone and the result
+    equals :func:`restore_and_score`'s up to float rounding (the same noise; the arithmetic of a batched program may
+    round differently). The batch is padded to ``batch`` samples (the last cell repeated, so one program serves
+    every chunk) and to a multiple of the ``mesh`` size, over whose ``data`` axis it is sharded. ``lqs``: the
+    dataset's LQ images of a captured level. ``seconds``: the batch's net time divided by its cells."""
     first = cells[0]
-    restorer = registered()[first.model].configure(**dict(first.settings))
+    restorers = registered()
+    restorer = restorers[first.model].configure(**dict(first.settings))
     size = parallel.padded_size(batch, mesh) if mesh is not None else batch
     padded = list(range(len(cells))) + [len(cells) - 1] * (size - len(cells))
     keys = jnp.stack([cell_key(cells[i].seed, first.level, cells[i].image) for i in padded])
     ids = np.zeros(size, np.int32)
     clean = np.stack([gts[i] for i in padded])
     with Meter() as meter:
-        lq = first.level(clean, keys, ids)
+        lq = first.level(clean, keys, ids) if lqs is None else np.stack([lqs[i] for i in padded])
         if mesh is not None:
             lq = parallel.shard_batch(lq, mesh)
         restore_keys = jax.vmap(lambda k: jax.random.fold_in(k, RESTORE_STREAM))(keys)
-        out = to_8bit(parallel.gather(restorer.restore(lq, first.level, restore_keys, ids)))
+        settings = [restorers[first.model].configure(**dict(cells[i].settings)).settings for i in padded]
+        out = to_8bit(parallel.gather(restorer.restore_per_sample(lq, first.level, restore_keys, ids, settings)))
     if out.shape[1:3] != clean.shape[1:3]:
         raise JaxirInputError(f"restorer {restorer.name!r} returned {out.shape[1:3]} for {clean.shape[1:3]} images")
     seconds = meter.net_seconds / len(cells)
@@ -220,14 +263,15 @@ def available_restorers(names: Sequence[str], needs: Callable[[Any], str | None]
 
 def work_groups(todo: Sequence[tuple[str, Cell]], gts: dict, batch: int) -> list[list[tuple[str, Cell]]]:
     """The cells to compute, in plan order, as groups: with ``batch`` > 1, restoration cells of the same restorer,
-    effective settings, level and image size in chunks of up to ``batch``; every other cell alone."""
+    static settings (:func:`static_signature`), level and image size in chunks of up to ``batch``; every other
+    cell alone."""
     if batch <= 1:
         return [[item] for item in todo]
     groups: dict[tuple, list] = {}
     for key, cell in todo:
         if cell.measure == "restore":
-            settings = effective_settings(cell.model, cell.settings)
-            group = ("restore", cell.model, settings, cell.level, gts[cell.image, cell.level].shape)
+            static = static_signature(cell.model, cell.settings)
+            group = ("restore", cell.model, static, cell.level, gts[cell.image, cell.level].shape)
         else:
             group = ("alone", key)
         groups.setdefault(group, []).append((key, cell))
@@ -269,22 +313,31 @@ def _has_images(root: Path, row: dict) -> bool:
     return all((root / path).is_file() for path in row.get("images", {}).values())
 
 
-def compute_cells(cells: Sequence[Cell], evaluate: Callable[[Cell, np.ndarray], dict],
+def compute_cells(cells: Sequence[Cell], evaluate: Callable[..., dict],
                   images: Sequence[ImageRecord], root: Path, *, batch: int = 1, progress: bool = True,
                   desc: str = "cells", crop_multiple: int = CROP_MULTIPLE,
                   image_path: Callable[[Cell, str, str], Path] = default_image_path,
-                  after_cell: Callable[[list[dict]], None] | None = None) -> CellsRun:
+                  after_cell: Callable[[list[dict]], None] | None = None,
+                  captured: dict[tuple[str, Degradation], np.ndarray] | None = None) -> CellsRun:
     """The runner every experiment and ``jaxir study`` share: compute the cells of ``cells`` that the store at
     ``root/cells.sqlite`` does not hold (a stored cell whose image files are gone counts as not done, and is
     replaced), in plan order, ``batch`` restoration cells at a time (:func:`work_groups`); ``after_cell`` gets the
-    rows finished so far (plan order) after each stored group, e.g. to export a table that is always current."""
+    rows finished so far (plan order) after each stored group, e.g. to export a table that is always current.
+    ``evaluate(cell, gt)`` computes a cell; a cell at a captured level gets ``evaluate(cell, gt, lq)`` with the LQ
+    of ``captured[(image, level)]`` (cropped as its GT), and its key covers both images."""
     records = {r.name: r for r in images}
-    gts, digests, keys = {}, {}, []
+    captured = captured or {}
+    gts, lqs, digests, keys = {}, {}, {}, []
     for cell in cells:
-        if (cell.image, cell.level) not in gts:
-            gt = ground_truth(records[cell.image], cell.level, crop_multiple)
-            gts[cell.image, cell.level], digests[cell.image, cell.level] = gt, image_digest(gt)
-        keys.append(cell.key(digests[cell.image, cell.level]))
+        where = cell.image, cell.level
+        if where not in gts:
+            gts[where] = gt = ground_truth(records[cell.image], cell.level, crop_multiple)
+            if where in captured:
+                lqs[where] = lq = captured[where][:gt.shape[0], :gt.shape[1]]
+                digests[where] = image_digest(np.concatenate([gt, lq]))
+            else:
+                digests[where] = image_digest(gt)
+        keys.append(cell.key(digests[where]))
     mesh = parallel.data_mesh() if batch > 1 and jax.device_count() > 1 else None
     costs: dict[str, Totals] = {}
     config = [cell.config(digests[cell.image, cell.level]) for cell in cells]
@@ -298,11 +351,12 @@ def compute_cells(cells: Sequence[Cell], evaluate: Callable[[Cell, np.ndarray], 
         for group in work_groups(todo, gts, batch):
             group_cells = [cell for _, cell in group]
             with Meter() as cost:
+                where = [(c.image, c.level) for c in group_cells]
                 if len(group) == 1:
-                    results = [evaluate(group_cells[0], gts[group_cells[0].image, group_cells[0].level])]
+                    results = [evaluate(group_cells[0], gts[where[0]], *([lqs[where[0]]] if where[0] in lqs else []))]
                 else:
-                    results = restore_and_score_batch(group_cells, [gts[c.image, c.level] for c in group_cells],
-                                                      batch, mesh)
+                    results = restore_and_score_batch(group_cells, [gts[w] for w in where], batch, mesh,
+                                                      [lqs[w] for w in where] if where[0] in lqs else None)
                 for (key, cell), result in zip(group, results):
                     result = save_images(root, result, lambda name, c=cell, k=key: image_path(c, k, name))
                     columns = columns_of[key]
@@ -325,8 +379,8 @@ def run_experiment(experiment: Experiment, options: Options, root: Path, progres
     plan = experiment.plan(options)
     out = root / experiment.name
     out.mkdir(parents=True, exist_ok=True)
-    done = compute_cells(plan.cells, experiment.evaluate, options.images, root, batch=options.batch,
-                         progress=progress, desc=experiment.name)
+    done = compute_cells(plan.cells, experiment.evaluate, options.records(), root, batch=options.batch,
+                         progress=progress, desc=experiment.name, captured=options.captured())
     rows = done.rows
     export_csv(rows, out / RESULTS_FILE)
     reasons = "; ".join(dict.fromkeys(plan.unavailable.values())) or "no cell to compute"

@@ -20,6 +20,9 @@ from jaxir.restorers import registered
 from jaxir.study.experiment import Cell, Experiment, Options, Plan, Summary, available_restorers, restore_and_score
 from jaxir.study.plots import plt, save_figure
 
+# the restorer families the study calls traditional (its Real-ESRGAN, SwinIR, Stripformer; jaxir's classical and
+# small CNN), against which CLDMs are compared; one-step diffusion restorers (family "onestep") are neither
+TRADITIONAL = ("classical", "learned")
 METRICS = (("ssim", "SSIM ↑"), ("psnr", "PSNR (dB) ↑"), ("niqe", "NIQE ↓"))
 
 

@@ -44,13 +44,20 @@ class TrainConfig:
     checkpoint_every: int = 500
 
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """AdamW with linear warm-up (at most half the run) then cosine decay to 0, after global-norm gradient
-    clipping."""
+def make_optimizer(config: TrainConfig, b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
+    """AdamW (moment decays ``b1``, ``b2``) with linear warm-up (at most half the run) then cosine decay to 0, after
+    global-norm gradient clipping."""
     warmup = min(config.warmup_steps, config.steps // 2)
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(config.steps, warmup + 1))
     return optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                       optax.adamw(schedule, weight_decay=config.weight_decay))
+                       optax.adamw(schedule, b1=b1, b2=b2, weight_decay=config.weight_decay))
+
+
+def per_part_optimizer(parts: dict[str, optax.GradientTransformation]) -> optax.GradientTransformation:
+    """One optimizer per top-level part of the parameters (``{"autoencoder": …, "discriminator": …}``), each with its
+    own clipping and moments, as separate optimizers would be."""
+    return optax.multi_transform(parts, lambda params: {name: jax.tree.map(lambda _: name, part)
+                                                        for name, part in params.items()})
 
 
 def _managers(out: Path):
@@ -74,15 +81,17 @@ def _open_log(path: Path):
 
 
 def train(loss_fn: Callable, init_params, batch_fn: Callable[[int], object], config: TrainConfig, out,
-          validate: Callable | None = None, mesh=None, progress: bool = True):
+          validate: Callable | None = None, mesh=None, progress: bool = True,
+          optimizer: optax.GradientTransformation | None = None):
     """Minimise ``loss_fn(params, batch)`` for ``config.steps`` steps; returns ``(params, best_params, history)``.
 
-    ``validate(params) -> float`` (higher is better) runs every ``eval_every`` steps and at the end."""
+    ``validate(params) -> float`` (higher is better) runs every ``eval_every`` steps and at the end. ``optimizer``:
+    :func:`make_optimizer` of ``config`` unless given."""
     import orbax.checkpoint as ocp
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    optimizer = make_optimizer(config)
+    optimizer = optimizer or make_optimizer(config)
     state = {"step": jnp.int32(0), "params": init_params, "opt_state": optimizer.init(init_params)}
     last, best = _managers(out)
     if last.latest_step() is not None:
