@@ -13,6 +13,7 @@ import contextlib
 import functools
 import logging
 import re
+import zlib
 from pathlib import Path
 
 import jax
@@ -76,3 +77,28 @@ def compiled_functions():
             yield names
     finally:
         logger.removeHandler(handler)
+
+
+def direct(restorer_name: str, gt: np.ndarray, level, seed: int = 0, image: str = "astronaut", **settings) -> dict:
+    """A study cell computed by hand (not through the runner): the study's key ``fold_in(fold_in(key(seed),
+    crc32(level label)), crc32(image name))``, the restorer's restore stream, 8-bit output, Y-PSNR/SSIM, NIQE."""
+    from jaxir.metrics import niqe, psnr, ssim
+    from jaxir.metrics.color import quantize_uint8
+    from jaxir.restorers import registered
+
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), zlib.crc32(level.label.encode())),
+                             zlib.crc32(image.encode()))
+    lq = level(gt[None], key)
+    restorer = registered()[restorer_name].configure(**settings)
+    out = restorer.restore(lq, level, jax.random.fold_in(key, zlib.crc32(b"restore")), [0])
+    out = np.asarray(quantize_uint8(out), np.float32) / 255.0
+    border = int(level.scale) if level.task == "sr" else 0
+    return {"psnr": float(psnr(out, gt[None], crop_border=border, y_channel=True)[0]),
+            "ssim": float(ssim(out, gt[None], crop_border=border, y_channel=True)[0]),
+            "niqe": float(niqe(out)[0])}
+
+
+def close(row: dict, want: dict) -> None:
+    """Every metric of ``want`` equal in ``row`` (to 1e-9: the same computation)."""
+    for metric, value in want.items():
+        assert row[metric] == pytest.approx(value, abs=1e-9), metric

@@ -15,7 +15,7 @@ import zlib
 import jax
 import numpy as np
 import pytest
-from helpers import compilations
+from helpers import close, compilations, direct
 
 import experiments
 import experiments.table1_alignment  # noqa: F401  (its model cache is cleared in a test)
@@ -26,7 +26,7 @@ from jaxir.data import bundled_photos
 from jaxir.degradations.levels import parse_level, parse_levels
 from jaxir.errors import JaxirInputError
 from jaxir.metrics import alignment as A
-from jaxir.metrics import niqe, psnr, ssim
+from jaxir.metrics import niqe, psnr
 from jaxir.metrics.color import quantize_uint8
 from jaxir.pipelines.autoencoder import load_autoencoder, reconstruct
 from jaxir.restorers import registered
@@ -43,25 +43,6 @@ SR2 = parse_level("sr2")
 @pytest.fixture(scope="module")
 def images():
     return (experiments.centre_crop(bundled_photos(["astronaut"])[0], 96),)
-
-
-def direct(restorer_name: str, gt: np.ndarray, level, seed: int = 0, **settings) -> dict:
-    """A cell computed by hand: the study's key, the restorer's restore stream, 8-bit output, the metrics."""
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), zlib.crc32(level.label.encode())),
-                             zlib.crc32(b"astronaut"))
-    lq = level(gt[None], key)
-    restorer = registered()[restorer_name].configure(**settings)
-    out = restorer.restore(lq, level, jax.random.fold_in(key, zlib.crc32(b"restore")), [0])
-    out = np.asarray(quantize_uint8(out), np.float32) / 255.0
-    border = int(level.scale) if level.task == "sr" else 0
-    return {"psnr": float(psnr(out, gt[None], crop_border=border, y_channel=True)[0]),
-            "ssim": float(ssim(out, gt[None], crop_border=border, y_channel=True)[0]),
-            "niqe": float(niqe(out)[0])}
-
-
-def close(row: dict, want: dict) -> None:
-    for metric, value in want.items():
-        assert row[metric] == pytest.approx(value, abs=1e-9), metric
 
 
 # ---- the store ---------------------------------------------------------------------------------------------------

@@ -320,3 +320,32 @@ def test_unconverted_restorers_say_how_to_get_them(monkeypatch, tmp_path):
     for name, weights in (("hypir", "HYPIR_sd2.pth"), ("osediff", "osediff.pkl"), ("pisa_sr", "pisa_sr.pkl")):
         reason = get(name).unavailable_reason()
         assert f"python -m checkpoints_conversion {name} --base" in reason and weights in reason, reason
+
+
+@needs_fixtures("hypir", "base")
+def test_fig8_and_fig4_place_a_converted_one_step_restorer(tmp_path, monkeypatch):
+    """``jaxir experiment fig8`` with HYPIR converted where the registered restorer looks for it: its cells are the
+    restorer's restorations computed by hand with the study's keys, placed at its UNet timestep (t = 200); fig4
+    counts its checkpoint's parameters; the verdict's evidence names it."""
+    import experiments
+    from checkpoints_conversion.__main__ import main as convert_main
+    from helpers import close, direct
+    from jaxir.checkpoints import parameter_count
+    from jaxir.data import bundled_photos
+    from jaxir.degradations.levels import parse_level
+    from jaxir.study.experiment import Options, run_experiment
+
+    monkeypatch.setenv("JAXIR_CHECKPOINTS", str(tmp_path / "weights"))
+    base, _ = _base_with_text(tmp_path)
+    assert convert_main(["hypir", "--base", str(base), "--weights", str(HYPIR / "HYPIR_tiny.pth"),
+                         "--out", str(tmp_path / "weights" / "hypir")]) == 0
+    images = (experiments.centre_crop(bundled_photos(["astronaut"])[0], 96),)
+    sr2 = parse_level("sr2")
+    options = Options(images, models=("hypir",), levels=(sr2,))
+    fig8 = run_experiment(experiments.get("fig8"), options, tmp_path / "exp", progress=False)
+    (row,) = fig8.rows
+    assert row["model"] == "hypir" and row["t_start"] == 200 and row["evaluations"] == 1
+    close(row, direct("hypir", images[0].image, sr2))
+    assert "hypir SR x2 SSIM" in fig8.summary.evidence
+    fig4 = run_experiment(experiments.get("fig4"), options, tmp_path / "exp", progress=False)
+    assert fig4.computed == 0 and fig4.rows[0]["parameters"] == parameter_count(tmp_path / "weights" / "hypir")
