@@ -229,7 +229,7 @@ def _train_vae(args, config) -> str:
     from jaxir.train.vae import VAEData, small_vae_config, train_vae
 
     data = VAEData(batch=args.batch, crop=args.crop, loss=args.loss or "l2", lpips_weight=args.lpips_weight,
-                   disc_weight=args.disc_weight, disc_start=args.disc_start)
+                   disc_weight=args.disc_weight, disc_start=args.disc_start, disc_layers=args.disc_layers)
     path = train_vae(args.out, model_config=small_vae_config(args.z_channels), train_config=config, data=data,
                      seed=args.seed, progress=not args.quiet, command=_train_command())
     return f"trained autoencoder written to {path}"
@@ -274,7 +274,7 @@ def cmd_train(args) -> int:
         raise JaxirInputError(f"--data applies to the restorer tasks ({', '.join(TASKS)}); {args.task} trains on "
                               "dead leaves only")
     config = TrainConfig(steps=args.steps, learning_rate=args.lr, eval_every=args.eval_every,
-                         checkpoint_every=args.eval_every, log_every=min(50, args.eval_every))
+                         checkpoint_every=args.eval_every, log_every=min(50, args.eval_every), ema_decay=args.ema)
     print(trainers[args.task](args, config))
     return 0
 
@@ -355,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--disc-weight", type=float, default=0.0,
                          help="vae: weight of LDM's PatchGAN term, adaptively balanced (SD's autoencoders: 0.5)")
     trainer.add_argument("--disc-start", type=int, default=0, help="vae: the step the PatchGAN term starts at")
+    trainer.add_argument("--disc-layers", type=int, default=3,
+                         help="vae: the PatchGAN's stride-2 layers (LDM: 3, patches of 70 px; 2: 34 px)")
     trainer.add_argument("--vae", help="ldm: the autoencoder checkpoint (the model of --task vae)")
     trainer.add_argument("--ldm", help="cldm: the latent diffusion checkpoint (the model of --task ldm)")
     trainer.add_argument("--pool", type=int, default=2048, help="ldm/cldm: dead-leaves crops made and encoded once")
@@ -371,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="sr*/blur2: widest soft edge of a dead-leaves shape, a fraction of the side (half the "
                               "shapes; default 0: all hard)")
     trainer.add_argument("--eval-every", type=int, default=500)
+    trainer.add_argument("--ema", type=float, default=0.0,
+                         help="decay of an exponential moving average of the weights (LDM: 0.9999), validated and "
+                              "written instead of the raw weights; 0 (default): none")
     trainer.add_argument("--seed", type=int, default=0)
     trainer.add_argument("--quiet", action="store_true")
     trainer.set_defaults(func=cmd_train)

@@ -237,3 +237,39 @@ def test_shipped_restorer_takes_only_what_it_was_trained_for():
         == [True, True, True, False, False, False]
     with pytest.raises(JaxirInputError, match="no model for blur σ=1"):
         restorer.restore(jnp.zeros((1, 16, 16, 3)), parse_level("blur1"), jax.random.key(0))
+
+
+def test_ema_follows_ldm_litema_and_resumes_bit_identically(tmp_path):
+    """``ema_decay``: on ½‖θ − c‖² with plain SGD the raw weights are θ_n = c + (θ_0 − c)(1 − lr)^n, so the average
+    LDM's LitEma keeps (d_n = min(decay, (1 + n)/(10 + n))) is computed here independently; the run returns it,
+    validates it (the raw weights' score logged beside it) and resumes bit for bit."""
+    import optax
+
+    target, theta0, lr, decay, steps = np.array([1.0, -2.0, 0.5]), np.array([3.0, 0.0, -1.0]), 0.1, 0.9, 12
+    loss = lambda p, batch: 0.5 * jnp.sum((p["w"] - batch) ** 2)  # noqa: E731
+    config = TrainConfig(steps=steps, log_every=1, eval_every=4, checkpoint_every=4, ema_decay=decay)
+    validate = lambda p: -float(jnp.sum((p["w"] - target) ** 2))  # noqa: E731
+
+    def run(out, batch_fn=lambda step: jnp.asarray(target, jnp.float32)):
+        return train(loss, {"w": jnp.asarray(theta0, jnp.float32)}, batch_fn, config, out, validate=validate,
+                     progress=False, optimizer=optax.sgd(lr))
+
+    params, _, history = run(tmp_path / "full")
+    ema = theta0.copy()
+    for n in range(1, steps + 1):
+        d = min(decay, (1 + n) / (10 + n))
+        ema = d * ema + (1 - d) * (target + (theta0 - target) * (1 - lr) ** n)
+    np.testing.assert_allclose(np.asarray(params["w"]), ema, rtol=1e-5)
+    raw = target + (theta0 - target) * (1 - lr) ** steps
+    assert history[-1]["score"] == pytest.approx(-np.sum((ema - target) ** 2), rel=1e-5)
+    assert history[-1]["score_raw"] == pytest.approx(-np.sum((raw - target) ** 2), rel=1e-5)
+
+    def interrupted(step):
+        if step == 6:
+            raise KeyboardInterrupt
+        return jnp.asarray(target, jnp.float32)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split", interrupted)
+    resumed, _, _ = run(tmp_path / "split")          # resumes at step 4 with its average
+    np.testing.assert_array_equal(np.asarray(resumed["w"]), np.asarray(params["w"]))

@@ -108,6 +108,8 @@ def test_tiny_runs_lower_their_validation_losses(tiny_cldm):
         scores = _log(root / name / "run", "score")
         assert len(scores) == 10
         assert scores[-1] > scores[0], (name, scores)
+        curve = json.loads((root / name / "model" / "provenance.json").read_text())["validation_curve"]
+        assert [score for _, _, score in curve] == scores and [step for step, _, _ in curve] == list(range(1, 11))
 
 
 def test_vae_checkpoint_has_the_measured_scale(tiny_cldm):
@@ -258,3 +260,30 @@ def test_shipped_cldm_restores_a_photo():
     quantised = jnp.round(a * 255) / 255
     assert 27.5 < float(psnr(quantised, hq, crop_border=2, y_channel=True)[0]) < 37.0
     assert restorer.handles(d) and not restorer.handles(TASKS["sr2"].__class__(scale=3))
+
+
+def test_timestep_errors_measure_the_denoiser_against_its_condition(tiny_cldm):
+    """``timestep_errors``: its ε-loss at t is the trainer's eq. (9) loss with that t and noise, its x̂0 error is
+    √(1−ᾱ)/√ᾱ times the ε error (x̂0 − z0 = −(√(1−ᾱ)/√ᾱ)(ε̂ − ε)), the condition's error is rms(c_f − z0) of the
+    same held-out crops."""
+    from jaxir.train.diffusion import (DIAGNOSTIC_KEY, DiffusionData, connector_pool, empty_prompt_feature,
+                                       eps_loss, timestep_errors)
+
+    _, _, _, cldm_dir = tiny_cldm
+    stage1 = {task: (lambda lq, d: imresize(lq, scale=d.scale) if d.scale > 1 else lq) for task in ("sr2", "blur2")}
+    rows = timestep_errors(cldm_dir, stage1, [10, 500], tasks=("sr2", "blur2"), samples=8)
+    model, params = jaxir.load(cldm_dir)
+    key = jax.random.fold_in(jax.random.key(0), DIAGNOSTIC_KEY)
+    z0, c_f = connector_pool(model.config.vae, params["vae"], stage1, ("sr2", "blur2"), DiffusionData(), 0,
+                             DIAGNOSTIC_KEY, 8, key)
+    noise = jax.random.normal(jax.random.fold_in(key, 1), z0.shape)
+    c_t = empty_prompt_feature(model.config.text, params["text"])
+    table = S.alphas_cumprod(S.sd_linear_betas())
+    loss = eps_loss(lambda p, z_t, t, ctx, c: model.denoise(p, z_t, t, jnp.broadcast_to(ctx, (8, *ctx.shape[1:])), c),
+                    table)
+    for row in rows:
+        t = jnp.full((8,), row["t"], jnp.int32)
+        assert row["eps_loss"] == pytest.approx(float(loss(params, (z0, c_f, c_t, (t, noise)))), rel=1e-5)
+        ratio = np.sqrt(1 - table[row["t"]]) / np.sqrt(table[row["t"]])
+        assert row["x0_rms"] == pytest.approx(ratio * np.sqrt(row["eps_loss"]), rel=1e-4)
+        assert row["condition_rms"] == pytest.approx(float(jnp.sqrt(jnp.mean((c_f - z0) ** 2))), rel=1e-6)

@@ -26,6 +26,7 @@ frozen networks; step s draws its samples, timesteps and noise from ``fold_in(ke
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,10 +46,11 @@ from jaxir.models.tokenizer import CLIPTokenizer
 from jaxir.models.unet import UNetConfig, UNetModel
 from jaxir.models.vae import AutoencoderKL, VAEConfig
 from jaxir.train.loop import TrainConfig, train
-from jaxir.train.restorer import TASKS, VALIDATION_KEY, best_score, replace_dir, run_notes
+from jaxir.train.restorer import TASKS, VALIDATION_KEY, best_score, replace_dir, run_notes, validation_curve
 from jaxir.pipelines.autoencoder import load_autoencoder
 
 SPACES = ("latent", "pixel")
+DIAGNOSTIC_KEY = 10_000_151   # held-out crops of timestep_errors, disjoint from training and validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,18 +264,8 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
     missing = [t for t in tasks if t not in stage1]
     if missing:
         raise JaxirInputError(f"no stage-1 model for {missing}")
-    vae = AutoencoderKL(config.vae)
     key = jax.random.key(seed)
-    encode_target = _encoder(data.space, vae, params["vae"], sample=True)
-    encode_condition = _encoder(data.space, vae, params["vae"], sample=False)
-
-    def pool(offset, size, k):
-        hq = make_pool(data, seed, offset, size)
-        groups = np.array_split(np.arange(size), len(tasks))
-        conditions = [stage1_restore(stage1, task, hq[g], jax.random.fold_in(k, i))
-                      for i, (task, g) in enumerate(zip(tasks, groups))]
-        return encode_target(hq, k), encode_condition(jnp.concatenate(conditions))
-
+    pool = functools.partial(connector_pool, config.vae, params["vae"], stage1, tasks, data, seed)
     z0, c_f = pool(0, data.pool, jax.random.fold_in(key, 5))
     z_val, c_val = pool(VALIDATION_KEY, data.validation, jax.random.fold_in(key, 6))
     c_t = empty_prompt_feature(config.text, params["text"])
@@ -301,9 +293,57 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
                  "jaxir.train.diffusion.train_connector", tasks=list(tasks))
 
 
+def connector_pool(vae_config: VAEConfig, vae_params, stage1: dict[str, Callable], tasks: Sequence[str],
+                   data: DiffusionData, seed: int, offset: int, size: int, key) -> tuple[jax.Array, jax.Array]:
+    """``(z0, c_f)`` of ``size`` dead-leaves crops (from ``offset``): the posterior samples ``s·z`` of the clean
+    crops and the conditions ``s·mode(E(I_reg))``, the crops spread evenly over ``tasks``."""
+    vae = AutoencoderKL(vae_config)
+    hq = make_pool(data, seed, offset, size)
+    groups = np.array_split(np.arange(size), len(tasks))
+    conditions = [stage1_restore(stage1, task, hq[g], jax.random.fold_in(key, i))
+                  for i, (task, g) in enumerate(zip(tasks, groups))]
+    return (_encoder(data.space, vae, vae_params, sample=True)(hq, key),
+            _encoder(data.space, vae, vae_params, sample=False)(jnp.concatenate(conditions)))
+
+
+def timestep_errors(cldm_dir, stage1: dict[str, Callable], timesteps: Sequence[int],
+                    tasks: Sequence[str] = tuple(TASKS), samples: int = 96, seed: int = 0) -> list[dict]:
+    """Where a trained CLDM's denoiser stands, per timestep, on held-out crops (disjoint from training and
+    validation): the ε-loss of eq. (9) at t, and the RMS error in the scaled latent of its one-step prediction
+    ``x̂0 = (z_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t`` (Ho et al. 2020, eq. 15) next to that of the condition itself,
+    ``rms(c_f − z0)``. A connector that uses its condition has ``x̂0`` closer to z0 than ``c_f`` at the start
+    timestep it restores from; one shared noise draw for all t."""
+    _, config = checkpoints.read_config(cldm_dir)
+    _, params = checkpoints.load(cldm_dir)
+    key = jax.random.fold_in(jax.random.key(seed), DIAGNOSTIC_KEY)
+    z0, c_f = connector_pool(config.vae, params["vae"], stage1, tasks, DiffusionData(), seed, DIAGNOSTIC_KEY,
+                             samples, key)
+    c_t = empty_prompt_feature(config.text, params["text"])
+    c_t = jnp.broadcast_to(c_t, (samples, *c_t.shape[1:]))
+    net = ControlLDMNet(config)
+    scales = jnp.ones((config.num_controls,), jnp.float32)
+    table = jnp.asarray(S.alphas_cumprod(S.sd_linear_betas()), jnp.float32)
+    noise = jax.random.normal(jax.random.fold_in(key, 1), z0.shape)
+
+    @jax.jit
+    def errors(t):
+        a, s = jnp.sqrt(table[t]), jnp.sqrt(1.0 - table[t])
+        z_t = S.q_sample(z0, noise, a, s)
+        eps = net.apply({"params": params}, z_t, jnp.full((samples,), t, jnp.float32), c_t, c_f, scales,
+                        method="denoise")
+        return jnp.mean((eps - noise) ** 2), jnp.sqrt(jnp.mean(((z_t - s * eps) / a - z0) ** 2))
+
+    condition = float(jnp.sqrt(jnp.mean((c_f - z0) ** 2)))
+    rows = []
+    for t in timesteps:
+        eps_loss_t, x0_rms = errors(jnp.int32(t))
+        rows.append({"t": int(t), "eps_loss": float(eps_loss_t), "x0_rms": float(x0_rms), "condition_rms": condition})
+    return rows
+
+
 def _save(out, kind, config, params, data, train_config, seed, history, command, converter, **extra) -> Path:
     score = best_score(history)
     notes = run_notes(command, train_config, data, seed, validation_eps_loss=None if score is None else -score,
-                      **extra)
+                      validation_curve=validation_curve(history), **extra)
     return checkpoints.save(replace_dir(Path(out) / "model"), kind, config, params, converter=converter,
                             notes=notes)

@@ -9,6 +9,11 @@
 * Data parallelism: with a ``mesh`` (:func:`jaxir.parallel.data_mesh`), parameters and optimizer state are
   replicated and each batch is sharded on its first axis; the gradient is the mean over the global batch, so
   the result does not depend on the number of devices (up to float32 reduction order).
+* EMA (``ema_decay`` > 0): an exponential moving average of the parameters, LDM's ``LitEma``
+  (CompVis/latent-diffusion ``ldm/modules/ema.py``): after update n, ``ema ← d·ema + (1 − d)·θ`` with
+  ``d = min(ema_decay, (1 + n)/(10 + n))``. Validation, the best checkpoint and the returned parameters are the
+  averaged ones; the log also records the raw parameters' score (``score_raw``), so one run measures what the
+  average is worth.
 * Logging: one JSON line per logged step in ``<out>/log.jsonl`` (step, loss, validation score, seconds).
 * Damage: orbax writes each checkpoint under a temporary name and commits it whole; a checkpoint damaged later
   (a cut or lost file) is refused in one line naming it and what to delete. A log line cut by a kill is removed
@@ -42,6 +47,7 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 500
     checkpoint_every: int = 500
+    ema_decay: float = 0.0
 
 
 def make_optimizer(config: TrainConfig, b1: float = 0.9, b2: float = 0.999) -> optax.GradientTransformation:
@@ -83,7 +89,8 @@ def _open_log(path: Path):
 def train(loss_fn: Callable, init_params, batch_fn: Callable[[int], object], config: TrainConfig, out,
           validate: Callable | None = None, mesh=None, progress: bool = True,
           optimizer: optax.GradientTransformation | None = None):
-    """Minimise ``loss_fn(params, batch)`` for ``config.steps`` steps; returns ``(params, best_params, history)``.
+    """Minimise ``loss_fn(params, batch)`` for ``config.steps`` steps; returns ``(params, best_params, history)``
+    (with ``config.ema_decay`` both are averaged parameters).
 
     ``validate(params) -> float`` (higher is better) runs every ``eval_every`` steps and at the end. ``optimizer``:
     :func:`make_optimizer` of ``config`` unless given."""
@@ -93,6 +100,8 @@ def train(loss_fn: Callable, init_params, batch_fn: Callable[[int], object], con
     out.mkdir(parents=True, exist_ok=True)
     optimizer = optimizer or make_optimizer(config)
     state = {"step": jnp.int32(0), "params": init_params, "opt_state": optimizer.init(init_params)}
+    if config.ema_decay:
+        state["ema"] = init_params
     last, best = _managers(out)
     if last.latest_step() is not None:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
@@ -110,8 +119,13 @@ def train(loss_fn: Callable, init_params, batch_fn: Callable[[int], object], con
     def update(state, batch):
         loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        return {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
-                "opt_state": opt_state}, loss
+        new = {"step": state["step"] + 1, "params": optax.apply_updates(state["params"], updates),
+               "opt_state": opt_state}
+        if config.ema_decay:
+            n = new["step"].astype(jnp.float32)
+            decay = jnp.minimum(config.ema_decay, (1.0 + n) / (10.0 + n))
+            new["ema"] = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], new["params"])
+        return new, loss
 
     history = []
     log = _open_log(out / "log.jsonl")
@@ -130,9 +144,12 @@ def train(loss_fn: Callable, init_params, batch_fn: Callable[[int], object], con
                 record = {"step": done, "loss": float(loss), "seconds": round(time.perf_counter() - t0, 2)}
                 bar.set_postfix(loss=f"{float(loss):.4g}")
             if validate is not None and (done % config.eval_every == 0 or done == config.steps):
-                score = float(validate(state["params"]))
+                score = float(validate(state.get("ema", state["params"])))
                 record = {**(record or {"step": done}), "score": score}
-                best.save(done, args=ocp.args.StandardSave(state["params"]), metrics={"score": score})
+                if config.ema_decay:
+                    record["score_raw"] = float(validate(state["params"]))
+                best.save(done, args=ocp.args.StandardSave(state.get("ema", state["params"])),
+                          metrics={"score": score})
             if done % config.checkpoint_every == 0 or done == config.steps:
                 last.save(done, args=ocp.args.StandardSave(state))
             if record:
@@ -143,7 +160,7 @@ def train(loss_fn: Callable, init_params, batch_fn: Callable[[int], object], con
         last.wait_until_finished()
         best.wait_until_finished()
         log.close()
-    params = state["params"]
+    params = state.get("ema", state["params"])
     best_params = params
     if validate is not None and best.best_step() is not None:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params)

@@ -100,6 +100,12 @@ def run_notes(command: str | None, train_config: TrainConfig, data, seed: int,
             "data": dataclasses.asdict(data), "seed": seed, **fields, "training_data": training_data}
 
 
+def validation_curve(history: list[dict]) -> list[list[float]]:
+    """``[step, seconds, score]`` of every validated step of a run (score: the trainer's validation, higher is
+    better), the record of quality against training compute a checkpoint's provenance keeps."""
+    return [[r["step"], r.get("seconds"), r["score"]] for r in history if "score" in r]
+
+
 def best_score(history: list[dict]) -> float | None:
     """The best validation score of a run's history (``None`` without validation)."""
     scores = [r["score"] for r in history if "score" in r]

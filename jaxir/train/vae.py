@@ -35,7 +35,7 @@ from jaxir.pipelines.autoencoder import reconstruct
 from jaxir.models.vae import AutoencoderKL, VAEConfig
 from jaxir.train.adversarial import PatchDiscriminator, adaptive_weight, hinge_d_loss
 from jaxir.train.loop import TrainConfig, make_optimizer, per_part_optimizer, train
-from jaxir.train.restorer import VALIDATION_KEY, best_score, replace_dir, run_notes
+from jaxir.train.restorer import VALIDATION_KEY, best_score, replace_dir, run_notes, validation_curve
 
 SCALE_KEY = 10_000_079     # the batch the latent scale factor is measured on, disjoint from training steps
 DISC_KEY = 10_000_103      # the discriminator's initialisation
@@ -198,6 +198,7 @@ def train_vae(out, *, model_config: VAEConfig | None = None, train_config: Train
     if data.disc_weight:   # LDM keeps the last autoencoder of an adversarial run (the best PSNR is a blurrier one)
         best, score = last["autoencoder"], next((r["score"] for r in reversed(history) if "score" in r), None)
     config = dataclasses.replace(config, scale_factor=latent_scale(model, best, seed))
-    notes = run_notes(command, train_config, data, seed, validation_psnr_y=score)
+    notes = run_notes(command, train_config, data, seed, validation_psnr_y=score,
+                      validation_curve=validation_curve(history))
     return checkpoints.save(replace_dir(out / "model"), "vae", config, best, converter="jaxir.train.vae",
                             notes=notes)
