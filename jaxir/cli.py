@@ -358,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--disc-layers", type=int, default=3,
                          help="vae: the PatchGAN's stride-2 layers (LDM: 3, patches of 70 px; 2: 34 px)")
     trainer.add_argument("--vae", help="ldm: the autoencoder checkpoint (the model of --task vae)")
-    trainer.add_argument("--ldm", help="cldm: the latent diffusion checkpoint (the model of --task ldm)")
+    trainer.add_argument("--ldm", help="cldm: the latent diffusion checkpoint (the model of --task ldm; a trained CLDM: "
+                              "training continues from its ControlNet)")
     trainer.add_argument("--pool", type=int, default=2048, help="ldm/cldm: dead-leaves crops made and encoded once")
     trainer.add_argument("--space", default="latent", choices=("latent", "pixel"),
                          help="ldm: diffuse in the autoencoder's latent space or in pixels (the ablation)")

@@ -253,8 +253,10 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
                     train_config: TrainConfig = TrainConfig(), data: DiffusionData = DiffusionData(), seed: int = 0,
                     mesh=None, progress: bool = True, command: str | None = None) -> Path:
     """Train the IRControlNet of the small CLDM in ``ldm_dir`` (from :func:`train_ldm`, latent space) with the VAE,
-    UNet and text encoder frozen; samples are spread evenly over ``tasks``, each conditioned on ``stage1[task]``'s restoration of
-    its degraded crop. Writes ``out/model`` (kind ``diffbir_cldm``) and returns it."""
+    UNet and text encoder frozen, starting from the ControlNet ``ldm_dir`` holds (from :func:`train_ldm`: the UNet's
+    encoder; from a trained CLDM: its connector, so a second run continues the first); samples are spread evenly
+    over ``tasks``, each conditioned on ``stage1[task]``'s restoration of its degraded crop. Writes ``out/model``
+    (kind ``diffbir_cldm``) and returns it."""
     if data.space != "latent":
         raise JaxirInputError("the connector is trained in latent space (the CLDM checkpoint holds its autoencoder)")
     kind, config = checkpoints.read_config(ldm_dir)
