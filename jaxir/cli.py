@@ -238,7 +238,8 @@ def _train_vae(args, config) -> str:
 def _diffusion_data(args):
     from jaxir.train.diffusion import DiffusionData
 
-    return DiffusionData(pool=args.pool, batch=args.batch, crop=args.crop, space=args.space)
+    return DiffusionData(pool=args.pool, batch=args.batch, crop=args.crop, space=args.space,
+                         min_snr_gamma=args.min_snr)
 
 
 def _train_ldm(args, config) -> str:
@@ -373,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--soft-edges", type=float,
                          help="sr*/blur2: widest soft edge of a dead-leaves shape, a fraction of the side (half the "
                               "shapes; default 0: all hard)")
+    trainer.add_argument("--min-snr", type=float, default=0.0, metavar="GAMMA",
+                         help="ldm/cldm: min-SNR-γ weighting of the ε-loss (Hang et al. 2023: 5); validation stays "
+                              "the plain ε-loss; 0 (default): none")
     trainer.add_argument("--eval-every", type=int, default=500)
     trainer.add_argument("--ema", type=float, default=0.0,
                          help="decay of an exponential moving average of the weights (LDM: 0.9999), validated and "

@@ -4,6 +4,7 @@ checkpoints that ``jaxir.load`` and the DiffBIR pipeline run end to end, and the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -64,6 +65,33 @@ def test_eps_loss_noises_as_diffusers_ddpm_does():
         == 0.0
 
 
+def test_min_snr_weighting_equals_diffusers_training_scripts():
+    """``min_snr_gamma``: each sample's squared error weighted by min(SNR_t, γ)/SNR_t, SNR from diffusers'
+    ``training_utils.compute_snr`` on SD's scheduler, as diffusers' text-to-image script weights its ε-loss; the
+    high-SNR (low-noise) t = 0 is down-weighted, t = 999 is not; γ = 0 is the plain loss."""
+    torch = pytest.importorskip("torch")
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers.training_utils import compute_snr
+
+    scheduler = diffusers.DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    z0 = np.random.default_rng(0).normal(size=(3, 4, 4, 2)).astype(np.float32)
+    noise = np.random.default_rng(1).normal(size=z0.shape).astype(np.float32)
+    t = np.array([0, 500, 999])
+    z_t = scheduler.add_noise(torch.from_numpy(z0), torch.from_numpy(noise), torch.from_numpy(t)).numpy()
+    snr = compute_snr(scheduler, torch.from_numpy(t)).numpy()
+    weights = np.minimum(snr, 5.0) / snr
+    assert weights[0] < 0.01 and weights[2] == 1.0
+    want = np.mean(weights * np.mean((noise - z_t) ** 2, axis=(1, 2, 3)))
+    batch = (jnp.asarray(z0), None, None, (jnp.asarray(t), jnp.asarray(noise)))
+    table = S.alphas_cumprod(S.sd_linear_betas())
+    ours = float(eps_loss(lambda p, x, tt, c_t, c_f: x, table, min_snr_gamma=5.0)(None, batch))
+    np.testing.assert_allclose(ours, want, rtol=1e-5)
+    plain = float(eps_loss(lambda p, x, tt, c_t, c_f: x, table)(None, batch))
+    np.testing.assert_allclose(plain, np.mean((noise - z_t) ** 2), rtol=1e-5)
+    with pytest.raises(JaxirInputError, match="min_snr_gamma"):
+        DiffusionData(min_snr_gamma=-1.0)
+
+
 def test_vae_initialisation_and_latent_scale():
     model = AutoencoderKL(TINY_VAE)
     params = initial_params(model, seed=0, crop=16)
@@ -83,7 +111,8 @@ def test_vae_initialisation_and_latent_scale():
 
 @pytest.fixture(scope="module")
 def tiny_cldm(tmp_path_factory):
-    """A tiny autoencoder → latent diffusion UNet → IRControlNet, each trained a few steps by the real trainers."""
+    """A tiny autoencoder → latent diffusion UNet → IRControlNet, each trained a few steps by the real trainers (the
+    connector with min-SNR-5 weighting)."""
     root = tmp_path_factory.mktemp("cldm")
     vae_dir = train_vae(root / "vae", model_config=TINY_VAE, train_config=_steps(10),
                         data=VAEData(batch=4, crop=16, validation_images=2, validation_size=16), progress=False)
@@ -91,7 +120,8 @@ def tiny_cldm(tmp_path_factory):
                         data=TINY_DATA, progress=False)
     stage1 = {task: (lambda lq, d: imresize(lq, scale=d.scale) if d.scale > 1 else lq) for task in ("sr2", "blur2")}
     cldm_dir = train_connector(root / "cldm", str(ldm_dir), stage1, tasks=("sr2", "blur2"),
-                               train_config=_steps(10), data=TINY_DATA, progress=False)
+                               train_config=_steps(10), data=dataclasses.replace(TINY_DATA, min_snr_gamma=5.0),
+                               progress=False)
     return root, vae_dir, ldm_dir, cldm_dir
 
 
@@ -110,6 +140,8 @@ def test_tiny_runs_lower_their_validation_losses(tiny_cldm):
         assert scores[-1] > scores[0], (name, scores)
         curve = json.loads((root / name / "model" / "provenance.json").read_text())["validation_curve"]
         assert [score for _, _, score in curve] == scores and [step for step, _, _ in curve] == list(range(1, 11))
+    provenance = json.loads((root / "cldm" / "model" / "provenance.json").read_text())
+    assert provenance["data"]["min_snr_gamma"] == 5.0
 
 
 def test_vae_checkpoint_has_the_measured_scale(tiny_cldm):

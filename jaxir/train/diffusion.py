@@ -55,17 +55,21 @@ DIAGNOSTIC_KEY = 10_000_151   # held-out crops of timestep_errors, disjoint from
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionData:
-    """``pool``: dead-leaves crops made (and encoded) once; ``batch`` samples per step are drawn from it."""
+    """``pool``: dead-leaves crops made (and encoded) once; ``batch`` samples per step are drawn from it;
+    ``min_snr_gamma``: the training loss's min-SNR-γ weighting (0: none, eq. (9) as is; see :func:`eps_loss`)."""
 
     pool: int = 2048
     batch: int = 32
     crop: int = 64
     validation: int = 64
     space: str = "latent"
+    min_snr_gamma: float = 0.0
 
     def __post_init__(self):
         if self.space not in SPACES:
             raise JaxirInputError(f"space must be one of {SPACES}, got {self.space!r}")
+        if self.min_snr_gamma < 0:
+            raise JaxirInputError(f"min_snr_gamma must be ≥ 0 (0: no weighting), got {self.min_snr_gamma}")
 
 
 def small_text_config() -> TextEncoderConfig:
@@ -83,10 +87,14 @@ def small_unet_config(channels: int, context_dim: int) -> UNetConfig:
                       transformer_depth=1, context_dim=context_dim, use_linear_in_transformer=True)
 
 
-def eps_loss(network: Callable, alphas_cumprod: np.ndarray):
+def eps_loss(network: Callable, alphas_cumprod: np.ndarray, min_snr_gamma: float = 0.0):
     """eq. (9): ``(params, (z0, c_f, c_t, key)) → mean ‖ε − network(params, z_t, t, c_t, c_f)‖²``; with ``key`` a
-    tuple ``(t, ε)`` the timesteps and noise are given (validation)."""
+    tuple ``(t, ε)`` the timesteps and noise are given (validation). ``min_snr_gamma`` > 0 weights each sample's
+    error by ``min(SNR_t, γ)/SNR_t``, ``SNR_t = ᾱ_t/(1−ᾱ_t)`` (Hang et al. 2023, "Efficient Diffusion Training via
+    Min-SNR Weighting Strategy", the ε-prediction form), which lowers the weight of the low-noise timesteps."""
     table = jnp.asarray(alphas_cumprod, jnp.float32)
+    snr = table / (1.0 - table)
+    weights = jnp.minimum(snr, min_snr_gamma) / snr
 
     def loss(params, batch):
         z0, c_f, c_t, draw = batch
@@ -99,6 +107,8 @@ def eps_loss(network: Callable, alphas_cumprod: np.ndarray):
         a = jnp.sqrt(table[t])[:, None, None, None]
         s = jnp.sqrt(1.0 - table[t])[:, None, None, None]
         prediction = network(params, S.q_sample(z0, noise, a, s), t.astype(jnp.float32), c_t, c_f)
+        if min_snr_gamma > 0:
+            return jnp.mean(weights[t] * jnp.mean((noise - prediction) ** 2, axis=(1, 2, 3)))
         return jnp.mean((noise - prediction) ** 2)
 
     return loss
@@ -187,14 +197,14 @@ def train_ldm(out, vae_dir: str | None, *, unet_config: UNetConfig | None = None
     def network(params, z_t, t, ctx, c_f):
         return unet.apply({"params": params}, z_t, t, jnp.broadcast_to(ctx, (z_t.shape[0], *ctx.shape[1:])))
 
-    loss = eps_loss(network, table)
+    loss = eps_loss(network, table, data.min_snr_gamma)
 
     @jax.jit
     def batch_fn(step):
         index, draw = _draw(key, z0.shape[0], data.batch, step)
         return z0[index], None, c_t, draw
 
-    validate = _validation(loss, z_val, None, c_t, seed, len(table))
+    validate = _validation(eps_loss(network, table), z_val, None, c_t, seed, len(table))
     init = unet.init(jax.random.fold_in(key, 4), z0[:1], jnp.zeros((1,)), c_t)["params"]
     _, best, history = train(loss, init, batch_fn, train_config, Path(out) / "run", validate=validate, mesh=mesh,
                              progress=progress)
@@ -281,7 +291,7 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
                          method="denoise")
 
     table = S.alphas_cumprod(S.sd_linear_betas())
-    loss = eps_loss(network, table)
+    loss = eps_loss(network, table, data.min_snr_gamma)
 
     @jax.jit
     def batch_fn(step):
@@ -289,8 +299,8 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
         return z0[index], c_f[index], c_t, draw
 
     _, best, history = train(loss, params["controlnet"], batch_fn, train_config, Path(out) / "run",
-                             validate=_validation(loss, z_val, c_val, c_t, seed, len(table)), mesh=mesh,
-                             progress=progress)
+                             validate=_validation(eps_loss(network, table), z_val, c_val, c_t, seed, len(table)),
+                             mesh=mesh, progress=progress)
     return _save(out, "diffbir_cldm", config, {**params, "controlnet": best}, data, train_config, seed, history, command,
                  "jaxir.train.diffusion.train_connector", tasks=list(tasks))
 
