@@ -94,7 +94,7 @@ def eps_loss(network: Callable, alphas_cumprod: np.ndarray, min_snr_gamma: float
     Min-SNR Weighting Strategy", the ε-prediction form), which lowers the weight of the low-noise timesteps."""
     table = jnp.asarray(alphas_cumprod, jnp.float32)
     snr = table / (1.0 - table)
-    weights = jnp.minimum(snr, min_snr_gamma) / snr
+    weights = jnp.minimum(snr, min_snr_gamma) / snr if min_snr_gamma > 0 else None
 
     def loss(params, batch):
         z0, c_f, c_t, draw = batch
@@ -107,7 +107,7 @@ def eps_loss(network: Callable, alphas_cumprod: np.ndarray, min_snr_gamma: float
         a = jnp.sqrt(table[t])[:, None, None, None]
         s = jnp.sqrt(1.0 - table[t])[:, None, None, None]
         prediction = network(params, S.q_sample(z0, noise, a, s), t.astype(jnp.float32), c_t, c_f)
-        if min_snr_gamma > 0:
+        if weights is not None:
             return jnp.mean(weights[t] * jnp.mean((noise - prediction) ** 2, axis=(1, 2, 3)))
         return jnp.mean((noise - prediction) ** 2)
 
