@@ -239,7 +239,7 @@ def _diffusion_data(args):
     from jaxir.train.diffusion import DiffusionData
 
     return DiffusionData(pool=args.pool, batch=args.batch, crop=args.crop, space=args.space,
-                         min_snr_gamma=args.min_snr)
+                         min_snr_gamma=args.min_snr, noise_aug_timestep=args.noise_aug)
 
 
 def _train_ldm(args, config) -> str:
@@ -377,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--min-snr", type=float, default=0.0, metavar="GAMMA",
                          help="ldm/cldm: min-SNR-γ weighting of the ε-loss (Hang et al. 2023: 5); validation stays "
                               "the plain ε-loss; 0 (default): none")
+    trainer.add_argument("--noise-aug", type=int, default=0, metavar="T",
+                         help="cldm: noise each training condition to its own t' < T by the forward process "
+                              "(DiffBIR v2.1: 200); validation and restoration keep the clean condition; 0 (default): "
+                              "none")
     trainer.add_argument("--eval-every", type=int, default=500)
     trainer.add_argument("--ema", type=float, default=0.0,
                          help="decay of an exponential moving average of the weights (LDM: 0.9999), validated and "

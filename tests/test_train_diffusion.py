@@ -18,7 +18,8 @@ from jaxir.diffusion import schedule as S
 from jaxir.errors import JaxirInputError
 from jaxir.models.unet import UNetConfig
 from jaxir.models.vae import AutoencoderKL, VAEConfig
-from jaxir.train.diffusion import (DiffusionData, controlnet_from_unet, eps_loss, train_connector, train_ldm)
+from jaxir.train.diffusion import (DiffusionData, augment_condition, controlnet_from_unet, eps_loss, train_connector,
+                                   train_ldm)
 from jaxir.train.loop import TrainConfig
 from jaxir.train.vae import (INITIAL_LOGVAR, VAEData, initial_params, kl_divergence, latent_scale, train_vae,
                              vae_loss)
@@ -92,6 +93,31 @@ def test_min_snr_weighting_equals_diffusers_training_scripts(ddpm_noised):
         DiffusionData(min_snr_gamma=-1.0)
 
 
+def test_condition_noise_augmentation_noises_as_diffusers_ddpm_does(ddpm_noised):
+    """``augment_condition``: each of 64 conditions diffused to its own t' < T = 200 as diffusers' ``add_noise``
+    does (DiffBIR v2.1's ``q_sample`` of ``c_img``), with t' and ε' from the key's split; T > 1000 is refused, and
+    so is augmenting the UNet's training, which has no condition."""
+    import torch
+
+    scheduler = ddpm_noised[0]
+    c_f = np.random.default_rng(2).normal(size=(64, 4, 4, 2)).astype(np.float32)
+    key = jax.random.key(3)
+    ours = np.asarray(augment_condition(jnp.asarray(c_f), key, S.alphas_cumprod(S.sd_linear_betas()), 200))
+    k_t, k_noise = jax.random.split(key)
+    t = np.asarray(jax.random.randint(k_t, (64,), 0, 200))
+    noise = np.asarray(jax.random.normal(k_noise, c_f.shape))
+    assert t.max() < 200 and t.max() - t.min() > 150   # the draw spans [0, T)
+    want = scheduler.add_noise(torch.from_numpy(c_f), torch.from_numpy(noise), torch.from_numpy(t)).numpy()
+    # diffusers' ᾱ is a float32 cumprod: its √(1−ᾱ_t) differs from ours (float64, then float32) by ≤ 6.9e-7 for
+    # t < 200, times |ε'| ≤ 4
+    np.testing.assert_allclose(ours, want, rtol=1e-5, atol=3e-6)
+    assert np.abs(ours - c_f).mean() > 0.05   # the condition is changed
+    with pytest.raises(JaxirInputError, match="noise_aug_timestep"):
+        DiffusionData(noise_aug_timestep=1001)
+    with pytest.raises(JaxirInputError, match="connector"):
+        train_ldm("unused", None, data=DiffusionData(noise_aug_timestep=200))
+
+
 def test_vae_initialisation_and_latent_scale():
     model = AutoencoderKL(TINY_VAE)
     params = initial_params(model, seed=0, crop=16)
@@ -112,7 +138,7 @@ def test_vae_initialisation_and_latent_scale():
 @pytest.fixture(scope="module")
 def tiny_cldm(tmp_path_factory):
     """A tiny autoencoder → latent diffusion UNet → IRControlNet, each trained a few steps by the real trainers (the
-    connector with min-SNR-5 weighting)."""
+    connector with min-SNR-5 weighting and condition noise augmentation)."""
     root = tmp_path_factory.mktemp("cldm")
     vae_dir = train_vae(root / "vae", model_config=TINY_VAE, train_config=_steps(10),
                         data=VAEData(batch=4, crop=16, validation_images=2, validation_size=16), progress=False)
@@ -120,7 +146,7 @@ def tiny_cldm(tmp_path_factory):
                         data=TINY_DATA, progress=False)
     stage1 = {task: (lambda lq, d: imresize(lq, scale=d.scale) if d.scale > 1 else lq) for task in ("sr2", "blur2")}
     cldm_dir = train_connector(root / "cldm", str(ldm_dir), stage1, tasks=("sr2", "blur2"),
-                               train_config=_steps(10), data=dataclasses.replace(TINY_DATA, min_snr_gamma=5.0),
+                               train_config=_steps(10), data=dataclasses.replace(TINY_DATA, min_snr_gamma=5.0, noise_aug_timestep=200),
                                progress=False)
     return root, vae_dir, ldm_dir, cldm_dir
 
@@ -141,7 +167,7 @@ def test_tiny_runs_lower_their_validation_losses(tiny_cldm):
         curve = json.loads((root / name / "model" / "provenance.json").read_text())["validation_curve"]
         assert [score for _, _, score in curve] == scores and [step for step, _, _ in curve] == list(range(1, 11))
     provenance = json.loads((root / "cldm" / "model" / "provenance.json").read_text())
-    assert provenance["data"]["min_snr_gamma"] == 5.0
+    assert provenance["data"]["min_snr_gamma"] == 5.0 and provenance["data"]["noise_aug_timestep"] == 200
 
 
 def test_vae_checkpoint_has_the_measured_scale(tiny_cldm):

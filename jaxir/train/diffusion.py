@@ -56,7 +56,8 @@ DIAGNOSTIC_KEY = 10_000_151   # held-out crops of timestep_errors, disjoint from
 @dataclasses.dataclass(frozen=True)
 class DiffusionData:
     """``pool``: dead-leaves crops made (and encoded) once; ``batch`` samples per step are drawn from it;
-    ``min_snr_gamma``: the training loss's min-SNR-γ weighting (0: none, eq. (9) as is; see :func:`eps_loss`)."""
+    ``min_snr_gamma``: the training loss's min-SNR-γ weighting (0: none, eq. (9) as is; see :func:`eps_loss`);
+    ``noise_aug_timestep``: the connector's condition noise augmentation (0: none; see :func:`augment_condition`)."""
 
     pool: int = 2048
     batch: int = 32
@@ -64,12 +65,15 @@ class DiffusionData:
     validation: int = 64
     space: str = "latent"
     min_snr_gamma: float = 0.0
+    noise_aug_timestep: int = 0
 
     def __post_init__(self):
         if self.space not in SPACES:
             raise JaxirInputError(f"space must be one of {SPACES}, got {self.space!r}")
         if self.min_snr_gamma < 0:
             raise JaxirInputError(f"min_snr_gamma must be ≥ 0 (0: no weighting), got {self.min_snr_gamma}")
+        if not 0 <= self.noise_aug_timestep <= 1000:
+            raise JaxirInputError(f"noise_aug_timestep must be in [0, 1000] (0: none), got {self.noise_aug_timestep}")
 
 
 def small_text_config() -> TextEncoderConfig:
@@ -112,6 +116,19 @@ def eps_loss(network: Callable, alphas_cumprod: np.ndarray, min_snr_gamma: float
         return jnp.mean((noise - prediction) ** 2)
 
     return loss
+
+
+def augment_condition(c_f: jax.Array, key, alphas_cumprod: np.ndarray, max_timestep: int) -> jax.Array:
+    """DiffBIR v2.1's condition noise augmentation (``train_stage2.py``, ``noise_aug_timestep``: 200): each
+    sample's condition diffused by the forward process to its own ``t' ~ U{0, …, max_timestep − 1}``,
+    ``c' = √ᾱ_t'·c_f + √(1−ᾱ_t')·ε'``, so the connector learns not to copy its condition's fine detail; validation
+    and sampling keep the clean condition. ``t'`` and ``ε'`` come from ``jax.random.split(key)`` in that order."""
+    k_t, k_noise = jax.random.split(key)
+    t = jax.random.randint(k_t, (c_f.shape[0],), 0, max_timestep)
+    table = jnp.asarray(alphas_cumprod, jnp.float32)
+    a = jnp.sqrt(table[t])[:, None, None, None]
+    s = jnp.sqrt(1.0 - table[t])[:, None, None, None]
+    return S.q_sample(c_f, jax.random.normal(k_noise, c_f.shape), a, s)
 
 
 def empty_prompt_text_params(text_config: TextEncoderConfig, seed: int) -> dict:
@@ -179,6 +196,8 @@ def train_ldm(out, vae_dir: str | None, *, unet_config: UNetConfig | None = None
     """Train the small UNet (and fix the small text encoder) from scratch on the frozen autoencoder in ``vae_dir``
     (``space="latent"``) or on pixels; writes ``out/model`` and returns it: kind ``diffbir_cldm`` with an untrained
     IRControlNet whose zero convolutions make it a no-op, or on pixels the UNet alone (kind ``unet``)."""
+    if data.noise_aug_timestep:
+        raise JaxirInputError("condition noise augmentation trains the connector (--task cldm); the UNet has none")
     vae_config, vae_params = _load_vae(vae_dir, data.space)
     text_config = small_text_config()
     channels = _latent_channels(data.space, vae_config)
@@ -265,8 +284,9 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
     """Train the IRControlNet of the small CLDM in ``ldm_dir`` (from :func:`train_ldm`, latent space) with the VAE,
     UNet and text encoder frozen, starting from the ControlNet ``ldm_dir`` holds (from :func:`train_ldm`: the UNet's
     encoder; from a trained CLDM: its connector, so a second run continues the first); samples are spread evenly
-    over ``tasks``, each conditioned on ``stage1[task]``'s restoration of its degraded crop. Writes ``out/model``
-    (kind ``diffbir_cldm``) and returns it."""
+    over ``tasks``, each conditioned on ``stage1[task]``'s restoration of its degraded crop (noise-augmented by
+    :func:`augment_condition` when ``data.noise_aug_timestep`` > 0). Writes ``out/model`` (kind ``diffbir_cldm``)
+    and returns it."""
     if data.space != "latent":
         raise JaxirInputError("the connector is trained in latent space (the CLDM checkpoint holds its autoencoder)")
     kind, config = checkpoints.read_config(ldm_dir)
@@ -296,7 +316,10 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
     @jax.jit
     def batch_fn(step):
         index, draw = _draw(key, z0.shape[0], data.batch, step)
-        return z0[index], c_f[index], c_t, draw
+        if not data.noise_aug_timestep:
+            return z0[index], c_f[index], c_t, draw
+        draw, k_aug = jax.random.split(draw)
+        return z0[index], augment_condition(c_f[index], k_aug, table, data.noise_aug_timestep), c_t, draw
 
     _, best, history = train(loss, params["controlnet"], batch_fn, train_config, Path(out) / "run",
                              validate=_validation(eps_loss(network, table), z_val, c_val, c_t, seed, len(table)),
