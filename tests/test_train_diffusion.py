@@ -18,8 +18,8 @@ from jaxir.diffusion import schedule as S
 from jaxir.errors import JaxirInputError
 from jaxir.models.unet import UNetConfig
 from jaxir.models.vae import AutoencoderKL, VAEConfig
-from jaxir.train.diffusion import (DiffusionData, augment_condition, controlnet_from_unet, eps_loss, train_connector,
-                                   train_ldm)
+from jaxir.train.diffusion import (DiffusionData, augment_condition, connector_batches, controlnet_from_unet,
+                                   eps_loss, train_connector, train_ldm)
 from jaxir.train.loop import TrainConfig
 from jaxir.train.vae import (INITIAL_LOGVAR, VAEData, initial_params, kl_divergence, latent_scale, train_vae,
                              vae_loss)
@@ -111,11 +111,30 @@ def test_condition_noise_augmentation_noises_as_diffusers_ddpm_does(ddpm_noised)
     # diffusers' ᾱ is a float32 cumprod: its √(1−ᾱ_t) differs from ours (float64, then float32) by ≤ 6.9e-7 for
     # t < 200, times |ε'| ≤ 4
     np.testing.assert_allclose(ours, want, rtol=1e-5, atol=3e-6)
-    assert np.abs(ours - c_f).mean() > 0.05   # the condition is changed
     with pytest.raises(JaxirInputError, match="noise_aug_timestep"):
         DiffusionData(noise_aug_timestep=1001)
     with pytest.raises(JaxirInputError, match="connector"):
         train_ldm("unused", None, data=DiffusionData(noise_aug_timestep=200))
+
+
+def test_connector_batches_augment_the_drawn_conditions_only_when_asked():
+    """The connector's training batches: with ``noise_aug_timestep`` the same samples, targets and draw as without,
+    their conditions noised by ``augment_condition`` with the key split from the step's draw; without it the
+    pool's conditions as they are."""
+    z0 = jnp.arange(8 * 2 * 2 * 1, dtype=jnp.float32).reshape(8, 2, 2, 1)
+    c_f, c_t, key = -z0, jnp.ones((1, 3, 4)), jax.random.key(5)
+    table = S.alphas_cumprod(S.sd_linear_betas())
+    data = DiffusionData(batch=4)
+    z, c, ctx, draw = connector_batches(z0, c_f, c_t, data, key, table)(jnp.int32(3))
+    np.testing.assert_array_equal(np.asarray(c), -np.asarray(z))   # the drawn samples' own conditions
+    augmented = connector_batches(z0, c_f, c_t, dataclasses.replace(data, noise_aug_timestep=200), key, table)
+    z_aug, c_aug, _, draw_aug = augmented(jnp.int32(3))
+    np.testing.assert_array_equal(np.asarray(z_aug), np.asarray(z))
+    rest, k_aug = jax.random.split(draw)
+    np.testing.assert_array_equal(jax.random.key_data(draw_aug), jax.random.key_data(rest))
+    np.testing.assert_allclose(np.asarray(c_aug), np.asarray(augment_condition(c, k_aug, table, 200)), rtol=1e-6)
+    assert float(jnp.abs(c_aug - c).max()) > 0.1
+    np.testing.assert_array_equal(np.asarray(ctx), np.asarray(c_t))
 
 
 def test_vae_initialisation_and_latent_scale():
@@ -146,7 +165,8 @@ def tiny_cldm(tmp_path_factory):
                         data=TINY_DATA, progress=False)
     stage1 = {task: (lambda lq, d: imresize(lq, scale=d.scale) if d.scale > 1 else lq) for task in ("sr2", "blur2")}
     cldm_dir = train_connector(root / "cldm", str(ldm_dir), stage1, tasks=("sr2", "blur2"),
-                               train_config=_steps(10), data=dataclasses.replace(TINY_DATA, min_snr_gamma=5.0, noise_aug_timestep=200),
+                               train_config=_steps(10),
+                               data=dataclasses.replace(TINY_DATA, min_snr_gamma=5.0, noise_aug_timestep=200),
                                progress=False)
     return root, vae_dir, ldm_dir, cldm_dir
 

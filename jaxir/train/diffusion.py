@@ -108,9 +108,7 @@ def eps_loss(network: Callable, alphas_cumprod: np.ndarray, min_snr_gamma: float
             k_t, k_noise = jax.random.split(draw)
             t = jax.random.randint(k_t, (z0.shape[0],), 0, table.shape[0])
             noise = jax.random.normal(k_noise, z0.shape)
-        a = jnp.sqrt(table[t])[:, None, None, None]
-        s = jnp.sqrt(1.0 - table[t])[:, None, None, None]
-        prediction = network(params, S.q_sample(z0, noise, a, s), t.astype(jnp.float32), c_t, c_f)
+        prediction = network(params, _diffuse(z0, noise, table, t), t.astype(jnp.float32), c_t, c_f)
         if weights is not None:
             return jnp.mean(weights[t] * jnp.mean((noise - prediction) ** 2, axis=(1, 2, 3)))
         return jnp.mean((noise - prediction) ** 2)
@@ -125,10 +123,14 @@ def augment_condition(c_f: jax.Array, key, alphas_cumprod: np.ndarray, max_times
     and sampling keep the clean condition. ``t'`` and ``ε'`` come from ``jax.random.split(key)`` in that order."""
     k_t, k_noise = jax.random.split(key)
     t = jax.random.randint(k_t, (c_f.shape[0],), 0, max_timestep)
-    table = jnp.asarray(alphas_cumprod, jnp.float32)
+    return _diffuse(c_f, jax.random.normal(k_noise, c_f.shape), jnp.asarray(alphas_cumprod, jnp.float32), t)
+
+
+def _diffuse(x0, noise, table, t):
+    """eq. (8) per sample, ``√ᾱ_t·x0 + √(1−ᾱ_t)·ε`` with ``t`` of shape (batch,) and ``table`` the ᾱ table."""
     a = jnp.sqrt(table[t])[:, None, None, None]
     s = jnp.sqrt(1.0 - table[t])[:, None, None, None]
-    return S.q_sample(c_f, jax.random.normal(k_noise, c_f.shape), a, s)
+    return S.q_sample(x0, noise, a, s)
 
 
 def empty_prompt_text_params(text_config: TextEncoderConfig, seed: int) -> dict:
@@ -313,19 +315,28 @@ def train_connector(out, ldm_dir: str, stage1: dict[str, Callable], tasks: Seque
     table = S.alphas_cumprod(S.sd_linear_betas())
     loss = eps_loss(network, table, data.min_snr_gamma)
 
+    batch_fn = connector_batches(z0, c_f, c_t, data, key, table)
+    _, best, history = train(loss, params["controlnet"], batch_fn, train_config, Path(out) / "run",
+                             validate=_validation(eps_loss(network, table), z_val, c_val, c_t, seed, len(table)),
+                             mesh=mesh, progress=progress)
+    return _save(out, "diffbir_cldm", config, {**params, "controlnet": best}, data, train_config, seed, history, command,
+                 "jaxir.train.diffusion.train_connector", tasks=list(tasks))
+
+
+def connector_batches(z0, c_f, c_t, data: DiffusionData, key, alphas_cumprod: np.ndarray) -> Callable:
+    """The connector's training batches: ``step → (z0, c_f, c_t, draw)`` of ``data.batch`` pool samples drawn from
+    ``fold_in(key, step)``, the conditions noise-augmented (:func:`augment_condition`, its key split from the
+    step's draw) when ``data.noise_aug_timestep`` > 0."""
+
     @jax.jit
     def batch_fn(step):
         index, draw = _draw(key, z0.shape[0], data.batch, step)
         if not data.noise_aug_timestep:
             return z0[index], c_f[index], c_t, draw
         draw, k_aug = jax.random.split(draw)
-        return z0[index], augment_condition(c_f[index], k_aug, table, data.noise_aug_timestep), c_t, draw
+        return z0[index], augment_condition(c_f[index], k_aug, alphas_cumprod, data.noise_aug_timestep), c_t, draw
 
-    _, best, history = train(loss, params["controlnet"], batch_fn, train_config, Path(out) / "run",
-                             validate=_validation(eps_loss(network, table), z_val, c_val, c_t, seed, len(table)),
-                             mesh=mesh, progress=progress)
-    return _save(out, "diffbir_cldm", config, {**params, "controlnet": best}, data, train_config, seed, history, command,
-                 "jaxir.train.diffusion.train_connector", tasks=list(tasks))
+    return batch_fn
 
 
 def connector_pool(vae_config: VAEConfig, vae_params, stage1: dict[str, Callable], tasks: Sequence[str],
